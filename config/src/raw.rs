@@ -1,0 +1,127 @@
+//! The config file exactly as written: serde's view of the TOML contract.
+//!
+//! These types mirror the file's shape (sections, keys, optional keys, unknown keys rejected)
+//! and keep the span of every value that `validate` may need to point at. They hold strings as
+//! written (after `${NAME}` interpolation) and check nothing about their content: turning them
+//! into typed settings is `validate`'s job, which can then report every problem at once
+//! instead of stopping at serde's first error.
+//!
+//! No `Debug` here: these types hold secrets in plain strings.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::interpolate;
+
+/// A string value after `${NAME}` interpolation, with the span of the value in the file.
+///
+/// Every string in the config is a `Text`, so interpolation applies to any string value.
+pub(crate) struct Text {
+    pub(crate) value: String,
+    pub(crate) span: Range<usize>,
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = Spanned::<String>::deserialize(deserializer)?;
+        // The error carries no span of its own; toml attaches the value's span to it.
+        let value =
+            interpolate::expand_in_scope(written.get_ref()).map_err(serde::de::Error::custom)?;
+        Ok(Self {
+            value,
+            span: written.span(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) node: RawNode,
+    #[serde(default)]
+    pub(crate) server: RawServer,
+    pub(crate) admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub(crate) bootstrap: RawBootstrap,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub(crate) id: u64,
+    pub(crate) api_listen: Text,
+    pub(crate) admin_listen: Option<Text>,
+    pub(crate) cluster_listen: Option<Text>,
+    pub(crate) data_dir: Option<Text>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) max_body_bytes: Option<Spanned<usize>>,
+    pub(crate) shutdown_grace: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) token: Text,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBootstrap {
+    #[serde(default)]
+    pub(crate) upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub(crate) models: Vec<RawModel>,
+    #[serde(default)]
+    pub(crate) keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) id: Text,
+    pub(crate) kind: Text,
+    pub(crate) base_url: Text,
+    pub(crate) api_key: Option<Text>,
+    #[serde(default)]
+    pub(crate) timeouts: RawTimeouts,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub(crate) connect: Option<Text>,
+    pub(crate) response_head: Option<Text>,
+    pub(crate) idle: Option<Text>,
+    pub(crate) total: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub(crate) name: Text,
+    pub(crate) strategy: Option<Text>,
+    pub(crate) targets: Spanned<Vec<RawTarget>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub(crate) upstream: Text,
+    pub(crate) model: Text,
+    pub(crate) weight: Option<Spanned<u32>>,
+    pub(crate) priority: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKey {
+    pub(crate) name: Text,
+    pub(crate) secret: Text,
+    pub(crate) models: Option<Spanned<Vec<Text>>>,
+}

@@ -1,0 +1,685 @@
+//! Turns the file as written (`raw`) into typed settings (`model`), reporting every problem.
+//!
+//! Each check records its error and carries on, so one run shows the operator every mistake in
+//! the file; the typed [`Config`] is built only when no check failed. Secret values never
+//! appear in a message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{ConfigError, ConfigErrors, Locator};
+use crate::model::{
+    AdminSettings, Bootstrap, Config, KeySettings, ModelAccess, ModelSettings, NodeSettings,
+    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
+    UpstreamTimeouts,
+};
+use crate::raw::{
+    RawAdmin, RawBootstrap, RawConfig, RawKey, RawModel, RawNode, RawServer, RawTarget,
+    RawTimeouts, RawUpstream, Text,
+};
+use crate::secret::Secret;
+
+/// Key secrets shorter than this are too easy to guess.
+const MIN_KEY_SECRET_CHARS: usize = 8;
+
+pub(crate) fn validate(raw: RawConfig, at: &Locator<'_>) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        at,
+        errors: Vec::new(),
+    };
+    let node = v.node(&raw.node);
+    let server = v.server(&raw.server);
+    let admin = match &raw.admin {
+        None => Some(None),
+        Some(admin) => v.admin(admin).map(Some),
+    };
+    let bootstrap = v.bootstrap(&raw.bootstrap);
+    match (node, server, admin, bootstrap) {
+        (Some(node), Some(server), Some(admin), Some(bootstrap)) if v.errors.is_empty() => {
+            Ok(Config {
+                node,
+                server,
+                admin,
+                bootstrap,
+            })
+        }
+        _ => Err(ConfigErrors::new(v.errors)),
+    }
+}
+
+struct Validator<'a> {
+    at: &'a Locator<'a>,
+    errors: Vec<ConfigError>,
+}
+
+/// Names declared in one list, to check references against and to list in the error.
+struct Declared<'r> {
+    names: Vec<&'r str>,
+    /// The `[[...]]` the names come from, for the error when there are none.
+    section: &'static str,
+}
+
+impl Declared<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(&name)
+    }
+
+    fn expected(&self) -> String {
+        if self.names.is_empty() {
+            return format!(
+                "expected a name declared in [[{}]], but none are",
+                self.section
+            );
+        }
+        let mut quoted: Vec<String> = Vec::with_capacity(self.names.len());
+        for name in &self.names {
+            let name = format!("{name:?}");
+            if !quoted.contains(&name) {
+                quoted.push(name);
+            }
+        }
+        format!("expected one of: {}", quoted.join(", "))
+    }
+}
+
+impl Validator<'_> {
+    fn report(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        let error = self.at.error(Some(span.clone()), key, message);
+        self.errors.push(error);
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        crate::error::line_column(self.at.text, span.start).0
+    }
+
+    fn node(&mut self, raw: &RawNode) -> Option<NodeSettings> {
+        let api_listen = self.socket_addr(&raw.api_listen, "node.api_listen");
+        let admin_listen = optional(raw.admin_listen.as_ref(), |t| {
+            self.socket_addr(t, "node.admin_listen")
+        });
+        let cluster_listen = optional(raw.cluster_listen.as_ref(), |t| {
+            self.socket_addr(t, "node.cluster_listen")
+        });
+        let data_dir = match &raw.data_dir {
+            None => Some(PathBuf::from("./data")),
+            Some(t) => self
+                .non_empty(t, "node.data_dir", "expected a directory path")
+                .map(PathBuf::from),
+        };
+        Some(NodeSettings {
+            id: raw.id,
+            api_listen: api_listen?,
+            admin_listen: admin_listen?,
+            cluster_listen: cluster_listen?,
+            data_dir: data_dir?,
+        })
+    }
+
+    fn server(&mut self, raw: &RawServer) -> Option<ServerSettings> {
+        let defaults = ServerSettings::default();
+        let max_body_bytes = match &raw.max_body_bytes {
+            None => Some(defaults.max_body_bytes),
+            Some(bytes) if *bytes.get_ref() == 0 => {
+                self.report(
+                    &bytes.span(),
+                    "server.max_body_bytes",
+                    "must be greater than 0; expected a number of bytes such as 16777216",
+                );
+                None
+            }
+            Some(bytes) => Some(*bytes.get_ref()),
+        };
+        // A zero grace period is legitimate: stop at once without draining.
+        let shutdown_grace = match &raw.shutdown_grace {
+            None => Some(defaults.shutdown_grace),
+            Some(t) => self.duration(t, "server.shutdown_grace"),
+        };
+        Some(ServerSettings {
+            max_body_bytes: max_body_bytes?,
+            shutdown_grace: shutdown_grace?,
+        })
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> Option<AdminSettings> {
+        let token = self.non_empty(&raw.token, "admin.token", "expected a non-empty token")?;
+        Some(AdminSettings {
+            token: Secret::new(token),
+        })
+    }
+
+    fn bootstrap(&mut self, raw: &RawBootstrap) -> Option<Bootstrap> {
+        // References are checked against every declared name, even one with errors of its own,
+        // so a single mistake is reported once rather than again at each reference.
+        let upstream_ids = Declared {
+            names: raw.upstreams.iter().map(|u| u.id.value.as_str()).collect(),
+            section: "bootstrap.upstreams",
+        };
+        let model_names = Declared {
+            names: raw.models.iter().map(|m| m.name.value.as_str()).collect(),
+            section: "bootstrap.models",
+        };
+
+        let mut seen_ids = HashMap::new();
+        let upstreams: Vec<Option<UpstreamSettings>> = raw
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| self.upstream(u, &format!("bootstrap.upstreams[{i}]"), &mut seen_ids))
+            .collect();
+
+        let mut seen_names = HashMap::new();
+        let models: Vec<Option<ModelSettings>> = raw
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let key = format!("bootstrap.models[{i}]");
+                self.model(m, &key, &mut seen_names, &upstream_ids)
+            })
+            .collect();
+
+        let mut seen_names = HashMap::new();
+        let mut seen_secrets = HashMap::new();
+        let keys: Vec<Option<KeySettings>> = raw
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let key = format!("bootstrap.keys[{i}]");
+                self.key(k, &key, &mut seen_names, &mut seen_secrets, &model_names)
+            })
+            .collect();
+
+        Some(Bootstrap {
+            upstreams: upstreams.into_iter().collect::<Option<_>>()?,
+            models: models.into_iter().collect::<Option<_>>()?,
+            keys: keys.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn upstream(
+        &mut self,
+        raw: &RawUpstream,
+        key: &str,
+        seen_ids: &mut HashMap<String, usize>,
+    ) -> Option<UpstreamSettings> {
+        let id_key = format!("{key}.id");
+        let id = match UpstreamId::new(raw.id.value.clone()) {
+            Ok(id) => Some(id),
+            Err(invalid) => {
+                self.report(&raw.id.span, &id_key, invalid.to_string());
+                None
+            }
+        };
+        let unique = self.unique(&raw.id, &id_key, "upstream id", seen_ids);
+
+        let kind = match raw.kind.value.as_str() {
+            "openai" => Some(UpstreamKind::OpenAi),
+            other => {
+                self.report(
+                    &raw.kind.span,
+                    &format!("{key}.kind"),
+                    format!("unknown upstream kind {other:?}; expected one of: \"openai\""),
+                );
+                None
+            }
+        };
+
+        let base_url = match normalize_base_url(&raw.base_url.value) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.report(
+                    &raw.base_url.span,
+                    &format!("{key}.base_url"),
+                    format!("invalid base_url {:?}: {why}", raw.base_url.value),
+                );
+                None
+            }
+        };
+
+        let api_key = optional(raw.api_key.as_ref(), |t| {
+            self.non_empty(
+                t,
+                &format!("{key}.api_key"),
+                "expected a non-empty key (leave api_key out to send no Authorization header)",
+            )
+            .map(Secret::new)
+        });
+
+        let timeouts = self.timeouts(&raw.timeouts, &format!("{key}.timeouts"));
+
+        unique.then_some(())?;
+        Some(UpstreamSettings {
+            id: id?,
+            kind: kind?,
+            base_url: base_url?,
+            api_key: api_key?,
+            timeouts: timeouts?,
+        })
+    }
+
+    fn timeouts(&mut self, raw: &RawTimeouts, key: &str) -> Option<UpstreamTimeouts> {
+        let defaults = UpstreamTimeouts::default();
+        let mut one = |raw: &Option<Text>, name: &str, default: Duration| match raw {
+            None => Some(default),
+            Some(t) => {
+                let key = format!("{key}.{name}");
+                let duration = self.duration(t, &key)?;
+                if duration.is_zero() {
+                    // A zero timeout would fail every request before it starts.
+                    self.report(
+                        &t.span,
+                        &key,
+                        "must be greater than 0; expected a duration such as \"5s\"",
+                    );
+                    return None;
+                }
+                Some(duration)
+            }
+        };
+        let connect = one(&raw.connect, "connect", defaults.connect);
+        let response_head = one(&raw.response_head, "response_head", defaults.response_head);
+        let idle = one(&raw.idle, "idle", defaults.idle);
+        let total = one(&raw.total, "total", defaults.total);
+        Some(UpstreamTimeouts {
+            connect: connect?,
+            response_head: response_head?,
+            idle: idle?,
+            total: total?,
+        })
+    }
+
+    fn model(
+        &mut self,
+        raw: &RawModel,
+        key: &str,
+        seen_names: &mut HashMap<String, usize>,
+        upstream_ids: &Declared<'_>,
+    ) -> Option<ModelSettings> {
+        let name_key = format!("{key}.name");
+        let name = self.non_empty(&raw.name, &name_key, "expected a model name");
+        // "*" in a key's `models` means "every model", so no model may be called that.
+        let name = name.filter(|name| {
+            let wildcard = name == "*";
+            if wildcard {
+                self.report(
+                    &raw.name.span,
+                    &name_key,
+                    "\"*\" is reserved (it means every model in a key's models); expected another name",
+                );
+            }
+            !wildcard
+        });
+        let unique = self.unique(&raw.name, &name_key, "model name", seen_names);
+
+        let strategy = match &raw.strategy {
+            None => Some(Strategy::default()),
+            Some(t) => match t.value.as_str() {
+                "weighted" => Some(Strategy::Weighted),
+                "sticky" => Some(Strategy::Sticky),
+                "least-loaded" => Some(Strategy::LeastLoaded),
+                other => {
+                    self.report(
+                        &t.span,
+                        &format!("{key}.strategy"),
+                        format!(
+                            "unknown strategy {other:?}; expected one of: \"weighted\", \"sticky\", \"least-loaded\""
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+
+        let targets_key = format!("{key}.targets");
+        if raw.targets.get_ref().is_empty() {
+            self.report(
+                &raw.targets.span(),
+                &targets_key,
+                "expected at least one target",
+            );
+        }
+        let targets: Vec<Option<TargetSettings>> = raw
+            .targets
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.target(t, &format!("{targets_key}[{i}]"), upstream_ids))
+            .collect();
+
+        if raw.targets.get_ref().is_empty() || !unique {
+            return None;
+        }
+        Some(ModelSettings {
+            name: name?,
+            strategy: strategy?,
+            targets: targets.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn target(
+        &mut self,
+        raw: &RawTarget,
+        key: &str,
+        upstream_ids: &Declared<'_>,
+    ) -> Option<TargetSettings> {
+        let upstream = if upstream_ids.contains(&raw.upstream.value) {
+            // An invalid declared id has been reported where it is declared.
+            UpstreamId::new(raw.upstream.value.clone()).ok()
+        } else {
+            self.report(
+                &raw.upstream.span,
+                &format!("{key}.upstream"),
+                format!(
+                    "unknown upstream {:?}; {}",
+                    raw.upstream.value,
+                    upstream_ids.expected()
+                ),
+            );
+            None
+        };
+        let model = self.non_empty(
+            &raw.model,
+            &format!("{key}.model"),
+            "expected the model's name on the upstream",
+        );
+        let weight = match &raw.weight {
+            None => Some(1),
+            Some(w) if *w.get_ref() == 0 => {
+                // A zero weight would declare a target that can never be picked.
+                self.report(
+                    &w.span(),
+                    &format!("{key}.weight"),
+                    "must be greater than 0; expected a positive integer (default 1)",
+                );
+                None
+            }
+            Some(w) => Some(*w.get_ref()),
+        };
+        Some(TargetSettings {
+            upstream: upstream?,
+            model: model?,
+            weight: weight?,
+            priority: raw.priority.unwrap_or(0),
+        })
+    }
+
+    fn key(
+        &mut self,
+        raw: &RawKey,
+        key: &str,
+        seen_names: &mut HashMap<String, usize>,
+        seen_secrets: &mut HashMap<String, String>,
+        model_names: &Declared<'_>,
+    ) -> Option<KeySettings> {
+        let name_key = format!("{key}.name");
+        let name = self.non_empty(&raw.name, &name_key, "expected a key name");
+        let unique = self.unique(&raw.name, &name_key, "key name", seen_names);
+        let secret = self.key_secret(&raw.secret, &format!("{key}.secret"), key, seen_secrets);
+        let models = match &raw.models {
+            None => Some(ModelAccess::All),
+            Some(list) => self.model_access(list.get_ref(), &list.span(), key, model_names),
+        };
+        unique.then_some(())?;
+        Some(KeySettings {
+            name: name?,
+            secret: secret?,
+            models: models?,
+        })
+    }
+
+    fn key_secret(
+        &mut self,
+        raw: &Text,
+        secret_key: &str,
+        key: &str,
+        seen_secrets: &mut HashMap<String, String>,
+    ) -> Option<Secret> {
+        let chars = raw.value.chars().count();
+        if chars < MIN_KEY_SECRET_CHARS {
+            self.report(
+                &raw.span,
+                secret_key,
+                format!(
+                    "secret is too short ({chars} characters); expected at least {MIN_KEY_SECRET_CHARS}"
+                ),
+            );
+            return None;
+        }
+        // Keys are found by their secret, so two keys with one secret would be ambiguous.
+        if let Some(first) = seen_secrets.get(&raw.value) {
+            self.report(
+                &raw.span,
+                secret_key,
+                format!("same secret as {first}; expected every key to have its own secret"),
+            );
+            return None;
+        }
+        seen_secrets.insert(raw.value.clone(), key.to_owned());
+        Some(Secret::new(raw.value.clone()))
+    }
+
+    fn model_access(
+        &mut self,
+        list: &[Text],
+        span: &Range<usize>,
+        key: &str,
+        model_names: &Declared<'_>,
+    ) -> Option<ModelAccess> {
+        let models_key = format!("{key}.models");
+        if list.is_empty() {
+            self.report(
+                span,
+                &models_key,
+                "expected at least one model name, or [\"*\"] for every model",
+            );
+            return None;
+        }
+        let mut names = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (i, item) in list.iter().enumerate() {
+            let item_key = format!("{models_key}[{i}]");
+            let name = item.value.as_str();
+            if name == "*" {
+                if list.len() > 1 {
+                    self.report(
+                        &item.span,
+                        &item_key,
+                        "\"*\" must be the only entry; expected either [\"*\"] or a list of model names",
+                    );
+                    ok = false;
+                }
+            } else if !model_names.contains(name) {
+                self.report(
+                    &item.span,
+                    &item_key,
+                    format!("unknown model {name:?}; {}", model_names.expected()),
+                );
+                ok = false;
+            } else if names.contains(&name) {
+                self.report(
+                    &item.span,
+                    &item_key,
+                    format!("duplicate model {name:?}; expected each model once"),
+                );
+                ok = false;
+            } else {
+                names.push(name);
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if names.is_empty() {
+            return Some(ModelAccess::All);
+        }
+        Some(ModelAccess::Only(
+            names.into_iter().map(str::to_owned).collect(),
+        ))
+    }
+
+    /// Records `text` as seen; false (with an error) if it was seen before.
+    fn unique(
+        &mut self,
+        text: &Text,
+        key: &str,
+        what: &str,
+        seen: &mut HashMap<String, usize>,
+    ) -> bool {
+        if let Some(first_line) = seen.get(&text.value) {
+            let message = format!(
+                "duplicate {what} {:?} (first defined at line {first_line}); expected every {what} to be unique",
+                text.value
+            );
+            self.report(&text.span, key, message);
+            return false;
+        }
+        let line = self.line_of(&text.span);
+        seen.insert(text.value.clone(), line);
+        true
+    }
+
+    fn non_empty(&mut self, text: &Text, key: &str, expected: &str) -> Option<String> {
+        if text.value.is_empty() {
+            self.report(&text.span, key, format!("is empty; {expected}"));
+            return None;
+        }
+        Some(text.value.clone())
+    }
+
+    fn socket_addr(&mut self, text: &Text, key: &str) -> Option<SocketAddr> {
+        match text.value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.report(
+                    &text.span,
+                    key,
+                    format!(
+                        "invalid socket address {:?}; expected an IP address and port such as \"127.0.0.1:8080\"",
+                        text.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, text: &Text, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(&text.value) {
+            Ok(duration) => Some(duration),
+            Err(why) => {
+                self.report(
+                    &text.span,
+                    key,
+                    format!(
+                        "invalid duration {:?} ({why}); expected a duration such as \"30s\", \"500ms\" or \"5m\"",
+                        text.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `Some(None)` when the key is absent, `Some(Some(v))` when present and valid, `None` when
+/// present and invalid (the check has reported it).
+fn optional<T>(raw: Option<&Text>, check: impl FnOnce(&Text) -> Option<T>) -> Option<Option<T>> {
+    match raw {
+        None => Some(None),
+        Some(text) => check(text).map(Some),
+    }
+}
+
+/// `base_url` without its trailing `/`, or why it is not an upstream base URL.
+///
+/// Only what the proxy relies on is checked: the scheme, a host, a numeric port, and nothing
+/// that would break appending an API path (`/chat/completions`).
+fn normalize_base_url(url: &str) -> Result<String, &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("expected it to start with \"http://\" or \"https://\"")?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected no whitespace");
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    if path.contains(['?', '#']) {
+        return Err("expected no query or fragment, since API paths are appended to it");
+    }
+    if authority.contains('@') {
+        // Credentials in the URL would end up in logs; api_key keeps them out.
+        return Err("expected no user:password@ (put credentials in api_key)");
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let close = bracketed
+            .find(']')
+            .ok_or("expected ']' after an IPv6 host")?;
+        let after = &bracketed[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return Err("expected ':port' after an IPv6 host"),
+        };
+        (&bracketed[..close], port)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("expected a host after the scheme");
+    }
+    // u16's parser alone would also take "+80".
+    let numeric =
+        |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    if port.is_some_and(|port| !numeric(port)) {
+        return Err("expected a numeric port up to 65535");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_base_url;
+
+    #[test]
+    fn base_url_loses_its_trailing_slash() {
+        assert_eq!(
+            normalize_base_url("http://127.0.0.1:9001/v1/").unwrap(),
+            "http://127.0.0.1:9001/v1"
+        );
+        assert_eq!(
+            normalize_base_url("https://api.example.com/").unwrap(),
+            "https://api.example.com"
+        );
+        assert_eq!(
+            normalize_base_url("http://[::1]:8000/v1").unwrap(),
+            "http://[::1]:8000/v1"
+        );
+    }
+
+    #[test]
+    fn base_url_needs_an_http_scheme_and_a_host() {
+        for bad in [
+            "127.0.0.1:9001/v1",
+            "ftp://host/v1",
+            "http://",
+            "http:///v1",
+            "http://:80/v1",
+            "http://host:port/v1",
+            "http://host:99999",
+            "http://host/v1?x=1",
+            "http://user:pw@host/v1",
+            "http://ho st/v1",
+            "http://[::1/v1",
+        ] {
+            assert!(normalize_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

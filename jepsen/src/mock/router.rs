@@ -1,0 +1,54 @@
+//! The mock's routes, plus the two answers that need no handler file: `/health` and the
+//! static model list.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use super::error::{ApiError, json_response};
+use super::state::MockState;
+use super::{chat, control, embeddings, wire};
+
+pub(crate) fn build(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route(
+            "/mock/control",
+            get(control::get_behavior)
+                .put(control::put_behavior)
+                .patch(control::patch_behavior),
+        )
+        .route("/mock/stats", get(control::stats))
+        .route("/mock/step", post(control::step))
+        .route("/mock/last_request", get(control::last_request))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<MockState>>) -> Response {
+    if state.prepared().behavior.unhealthy {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, wire::HEALTH_UNHEALTHY.clone())
+    } else {
+        json_response(StatusCode::OK, wire::HEALTH_OK.clone())
+    }
+}
+
+async fn models() -> Response {
+    json_response(StatusCode::OK, wire::MODELS.clone())
+}
+
+async fn not_found(uri: http::Uri) -> ApiError {
+    ApiError::not_found(format!("aigw-mock has no route {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

@@ -1,0 +1,136 @@
+//! Reading a request body under the size limit, and finding the fields routing needs without
+//! rebuilding the JSON.
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::ApiError;
+
+/// The whole body, or 413 as soon as it is known to exceed `limit`.
+pub(super) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(err) => Err(ApiError::BodyUnreadable(err.to_string())),
+    }
+}
+
+/// What routing needs from a JSON request body: the model (and where it sits, to replace it)
+/// and whether the client asked for a stream. Everything else stays as raw bytes.
+#[derive(Debug)]
+pub(super) struct RoutingFields {
+    pub model: String,
+    /// Byte range of the `model` value (quotes included) in the body.
+    model_span: std::ops::Range<usize>,
+    pub stream: bool,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+impl RoutingFields {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        // serde's derived structs also accept a JSON array (as a tuple); a request is an object.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::InvalidJson(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        let head: Head<'_> =
+            serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        let missing = || ApiError::InvalidParam {
+            param: "model",
+            message: "You must provide a model parameter.".into(),
+        };
+        let raw = head.model.ok_or_else(missing)?;
+        let model: String = serde_json::from_str(raw.get()).map_err(|_| ApiError::InvalidParam {
+            param: "model",
+            message: "`model` must be a string.".into(),
+        })?;
+        if model.is_empty() {
+            return Err(missing());
+        }
+        // A borrowed RawValue is a slice of `body`, so its address gives its offset.
+        let start = (raw.get().as_ptr() as usize)
+            .checked_sub(body.as_ptr() as usize)
+            .filter(|start| start + raw.get().len() <= body.len())
+            .ok_or(ApiError::Internal)?;
+        Ok(Self {
+            model,
+            model_span: start..start + raw.get().len(),
+            stream: head.stream.unwrap_or(false),
+        })
+    }
+
+    /// `body` with the model value replaced by `model_json` (an encoded JSON string); every
+    /// other byte is kept as the client sent it.
+    pub fn splice_model(&self, body: &[u8], model_json: &str) -> Bytes {
+        let mut out = BytesMut::with_capacity(body.len() - self.model_span.len() + model_json.len());
+        out.extend_from_slice(&body[..self.model_span.start]);
+        out.extend_from_slice(model_json.as_bytes());
+        out.extend_from_slice(&body[self.model_span.end..]);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_only_the_model_value() {
+        let body = br#"{ "stream":true, "model" : "public\u002dname", "x_unknown": {"model": "keep"} }"#;
+        let fields = RoutingFields::parse(body).unwrap();
+        assert_eq!(fields.model, "public-name");
+        assert!(fields.stream);
+        let out = fields.splice_model(body, r#""qwen""#);
+        assert_eq!(
+            &out[..],
+            br#"{ "stream":true, "model" : "qwen", "x_unknown": {"model": "keep"} }"#
+        );
+    }
+
+    #[test]
+    fn missing_null_empty_or_non_string_model_is_a_param_error() {
+        for body in [&br#"{}"#[..], br#"{"model":null}"#, br#"{"model":""}"#, br#"{"model":3}"#] {
+            match RoutingFields::parse(body) {
+                Err(ApiError::InvalidParam { param: "model", .. }) => {}
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_or_non_object_json_is_invalid_json() {
+        for body in [&b"{"[..], b"", b"[1]", br#"{"model":"a","stream":"yes"}"#, br#"{"model":"a","model":"b"}"#] {
+            assert!(
+                matches!(RoutingFields::parse(body), Err(ApiError::InvalidJson(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Every error a client can see, and its one conversion to OpenAI's error shape:
+//! `{"error":{"message","type","param","code"}}` with the matching HTTP status.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "Missing API key: send it in the Authorization header as `Authorization: Bearer YOUR_KEY`."
+    )]
+    MissingKey,
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidParam {
+        param: &'static str,
+        message: String,
+    },
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    #[error("Could not read the request body: {0}")]
+    BodyUnreadable(String),
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Unknown request URL: {method} {path}.")]
+    UnknownUrl { method: String, path: String },
+    #[error("Upstream `{upstream}` is unreachable: {detail}")]
+    UpstreamUnreachable { upstream: String, detail: String },
+    #[error("Upstream `{upstream}` timed out: {phase}")]
+    UpstreamTimeout {
+        upstream: String,
+        phase: &'static str,
+    },
+    #[error("The server had an error while processing your request.")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::InvalidJson(_) | Self::InvalidParam { .. } | Self::BodyUnreadable(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::ModelNotFound(_) | Self::UnknownUrl { .. } => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
+                "server_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidParam { param, .. } => Some(param),
+            Self::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidParam { .. } => "invalid_value",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::BodyUnreadable(_) => "invalid_body",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnknownUrl { .. } => "unknown_url",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The error as OpenAI's JSON body.
+    pub fn body(&self) -> Bytes {
+        error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+}
+
+/// OpenAI's error JSON for the given fields.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> Bytes {
+    let value = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    Bytes::from(value.to_string())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.body()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, Self::MissingKey | Self::InvalidKey) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let err = ApiError::ModelNotFound("gpt-9".into());
+        let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(err.status(), StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+}

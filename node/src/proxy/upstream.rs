@@ -1,0 +1,136 @@
+//! One upstream as the proxy sees it: where it is, how to authenticate to it, its timeouts, and
+//! its own pooled HTTP client.
+//!
+//! Each upstream gets its own client because the connect timeout is a property of the
+//! connector, and the connector is shared by a client's whole pool.
+
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
+
+use aigw_config::{UpstreamSettings, UpstreamTimeouts};
+use axum::body::Body;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::openai::ApiError;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+pub(crate) struct UpstreamEndpoint {
+    pub id: Arc<str>,
+    /// `base_url` without a trailing slash, e.g. `http://127.0.0.1:9001/v1`.
+    base_url: String,
+    /// `Bearer <api_key>`, marked sensitive so it never shows in a debug dump of headers.
+    authorization: Option<HeaderValue>,
+    pub timeouts: UpstreamTimeouts,
+    client: HttpsClient,
+}
+
+impl fmt::Debug for UpstreamEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamEndpoint")
+            .field("id", &self.id)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamEndpoint {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+        let authorization = match &settings.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+                    .map_err(|_| format!("upstream `{}`: api_key is not a valid header value", settings.id))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Self {
+            id: settings.id.as_str().into(),
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            authorization,
+            timeouts: settings.timeouts.clone(),
+            client: build_client(&settings.timeouts),
+        })
+    }
+
+    /// The URI of an API path such as `/chat/completions` on this upstream.
+    pub fn uri(&self, path: &str) -> Result<Uri, ApiError> {
+        format!("{}{}", self.base_url, path)
+            .parse()
+            .map_err(|_| ApiError::Internal)
+    }
+
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// Sends `request` and waits for the response head, within the head timeout and what is
+    /// left of the request's total deadline.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let head_deadline = deadline.min(tokio::time::Instant::now() + self.timeouts.response_head);
+        match tokio::time::timeout_at(head_deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(self.classify(&err)),
+            Err(_) if head_deadline == deadline => Err(self.timeout("total time limit reached")),
+            Err(_) => Err(self.timeout("no response head within the response_head timeout")),
+        }
+    }
+
+    pub fn timeout(&self, phase: &'static str) -> ApiError {
+        ApiError::UpstreamTimeout {
+            upstream: self.id.to_string(),
+            phase,
+        }
+    }
+
+    /// A connect that timed out is a timeout (504); any other failure to reach the upstream or
+    /// to get its answer is a bad gateway (502).
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> ApiError {
+        let mut source = err.source();
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::TimedOut
+            {
+                return self.timeout("connect timed out");
+            }
+            source = cause.source();
+        }
+        let detail = if err.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "connection closed before a response".to_owned()
+        };
+        ApiError::UpstreamUnreachable {
+            upstream: self.id.to_string(),
+            detail,
+        }
+    }
+}
+
+fn build_client(timeouts: &UpstreamTimeouts) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeouts.connect));
+    let https = HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https)
+}

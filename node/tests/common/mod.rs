@@ -1,0 +1,124 @@
+//! Test helpers: a mock upstream and a node on ephemeral loopback ports, and assertions on
+//! OpenAI's error shape.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::time::Duration;
+
+use aigw::RunningNode;
+use aigw_jepsen::mock::{MockBehavior, MockServer, MockStats};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const KEY: &str = "sk-test-all-models";
+pub const LIMITED_KEY: &str = "sk-test-only-other";
+pub const UPSTREAM_KEY: &str = "upstream-secret-123";
+
+pub async fn mock(behavior: MockBehavior) -> MockServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    MockServer::start(listener, behavior).await.unwrap()
+}
+
+/// A config for one node on an ephemeral port in front of `upstream` (host:port), with a key
+/// for every model and a key for `other-model` only. `extra` is appended to `[server]`,
+/// `timeouts` is the upstream's inline timeouts table.
+pub fn config_text(upstream: &str, server_extra: &str, timeouts: &str) -> String {
+    format!(
+        r#"
+[node]
+id = 1
+api_listen = "127.0.0.1:0"
+
+[server]
+{server_extra}
+
+[[bootstrap.upstreams]]
+id = "mock-a"
+kind = "openai"
+base_url = "http://{upstream}/v1"
+api_key = "${{UPSTREAM_KEY}}"
+timeouts = {{ {timeouts} }}
+
+[[bootstrap.models]]
+name = "chat-default"
+targets = [{{ upstream = "mock-a", model = "upstream-model-x", weight = 1 }}]
+
+[[bootstrap.models]]
+name = "other-model"
+targets = [{{ upstream = "mock-a", model = "upstream-model-y" }}]
+
+[[bootstrap.keys]]
+name = "all"
+secret = "{KEY}"
+models = ["*"]
+
+[[bootstrap.keys]]
+name = "limited"
+secret = "{LIMITED_KEY}"
+models = ["other-model"]
+"#
+    )
+}
+
+pub async fn node_with(text: &str) -> RunningNode {
+    aigw::install_crypto_provider();
+    let config = aigw_config::parse_with_env(text, "test.toml", &|name| {
+        (name == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    RunningNode::start(&config).await.unwrap()
+}
+
+pub async fn node(mock: &MockServer) -> RunningNode {
+    node_with(&config_text(&mock.addr().to_string(), "", "")).await
+}
+
+pub fn client() -> reqwest::Client {
+    aigw::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub fn url(node: &RunningNode, path: &str) -> String {
+    format!("http://{}{}", node.api_addr(), path)
+}
+
+pub async fn chat(node: &RunningNode, key: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(url(node, "/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts `response` has `status` and an OpenAI error body with `code`; returns the body.
+pub async fn assert_openai_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    let error = &body["error"];
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    assert!(error.get("param").is_some(), "{body}");
+    assert_eq!(error["code"], code, "{body}");
+    body
+}
+
+/// Waits (bounded) until the mock's stats satisfy `cond`.
+pub async fn wait_for_stats(mock: &MockServer, cond: impl Fn(&MockStats) -> bool) -> MockStats {
+    for _ in 0..200 {
+        let stats = mock.stats();
+        if cond(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("mock stats never reached the condition: {:?}", mock.stats());
+}
+
+pub fn user_message() -> Value {
+    serde_json::json!([{"role": "user", "content": "Hello there"}])
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what the tests need on a fresh Debian machine (root),
+# then runs every test: the Rust workspace and the official OpenAI SDK against real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cargo >/dev/null || { echo "cargo is required (the machine's Rust toolchain)"; exit 1; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+echo "== cargo test (workspace)"
+cargo build --workspace --bins --quiet
+cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
+grep -q "test result:" target/cargo-test.log || { echo "cargo ran no test"; exit 1; }
+
+echo "== OpenAI Python SDK compatibility"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+AIGW_BIN_DIR="$PWD/target/debug" .venv/bin/python -m pytest -q tests/sdk

@@ -1,0 +1,100 @@
+"""The official OpenAI Python SDK talks to aigw unmodified and parses every response."""
+
+import json
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import KEY
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def client(gateway):
+    return OpenAI(base_url=gateway, api_key=KEY, max_retries=0, timeout=20)
+
+
+def test_non_streaming_chat(client):
+    completion = client.chat.completions.create(
+        model="chat-default", messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert completion.object == "chat.completion"
+    assert isinstance(completion.choices[0].message.content, str)
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens > 0
+
+
+def test_streaming_chat_with_usage(client):
+    stream = client.chat.completions.create(
+        model="chat-default",
+        messages=[{"role": "user", "content": "Hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_tool_call_round_trip(client):
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(model="chat-default", messages=messages, tools=[WEATHER_TOOL])
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = first.choices[0].message.tool_calls[0]
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    json.loads(call.function.arguments)
+
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 18})})
+    second = client.chat.completions.create(model="chat-default", messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content
+
+
+def test_streaming_tool_call(client):
+    stream = client.chat.completions.create(
+        model="chat-default",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        for call in choice.delta.tool_calls or []:
+            name += call.function.name or "" if call.function else ""
+            arguments += call.function.arguments or "" if call.function else ""
+        finish = choice.finish_reason or finish
+    assert name == "get_weather"
+    json.loads(arguments)
+    assert finish == "tool_calls"
+
+
+def test_models_list(client):
+    assert [m.id for m in client.models.list()] == ["chat-default"]
+
+
+def test_errors_parse_as_sdk_exceptions(gateway, client):
+    bad = OpenAI(base_url=gateway, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.chat.completions.create(model="chat-default", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "invalid_api_key"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "model_not_found"
