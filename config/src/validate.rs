@@ -251,7 +251,9 @@ impl Validator<'_> {
 
         let timeouts = self.timeouts(&raw.timeouts, &format!("{key}.timeouts"));
 
-        unique.then_some(())?;
+        if !unique {
+            return None;
+        }
         Some(UpstreamSettings {
             id: id?,
             kind: kind?,
@@ -423,7 +425,9 @@ impl Validator<'_> {
             None => Some(ModelAccess::All),
             Some(list) => self.model_access(list.get_ref(), &list.span(), key, model_names),
         };
-        unique.then_some(())?;
+        if !unique {
+            return None;
+        }
         Some(KeySettings {
             name: name?,
             secret: secret?,

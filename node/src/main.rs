@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "aigw", version, about = "An OpenAI-compatible AI gateway cluster")]
+#[command(
+    name = "aigw",
+    version,
+    about = "An OpenAI-compatible AI gateway cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     aigw::install_crypto_provider();
     match cli.command {
@@ -79,7 +84,10 @@ fn main() -> ExitCode {
 }
 
 fn run(main: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("aigw: cannot start the runtime: {err}");

@@ -21,11 +21,19 @@ async fn last_upstream_request(mock: &aigw_jepsen::mock::MockServer) -> Value {
 
 /// Reads from `response` until at least `events` SSE events (`data:` lines) have arrived, or
 /// the body ends; returns the events' data.
-async fn read_events(response: &mut reqwest::Response, buffer: &mut String, events: usize) -> Vec<String> {
+async fn read_events(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    events: usize,
+) -> Vec<String> {
     loop {
         let done: Vec<String> = buffer
             .split("\n\n")
-            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+            .filter_map(|e| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .map(str::to_owned)
+            })
             .collect();
         let complete = buffer.matches("\n\n").count();
         if complete >= events {
@@ -66,12 +74,19 @@ async fn non_streaming_chat_maps_the_model_and_passes_every_other_field_untouche
         seen["body"]["x_vendor_extension"],
         json!({"nested": [1, 2, {"model": "not-this-one"}]})
     );
-    assert_eq!(seen["headers"]["authorization"], format!("Bearer {UPSTREAM_KEY}"));
+    assert_eq!(
+        seen["headers"]["authorization"],
+        format!("Bearer {UPSTREAM_KEY}")
+    );
 }
 
 #[tokio::test]
 async fn streaming_chat_relays_every_event_through_done() {
-    let mock = mock(MockBehavior { chunks: 5, ..MockBehavior::default() }).await;
+    let mock = mock(MockBehavior {
+        chunks: 5,
+        ..MockBehavior::default()
+    })
+    .await;
     let node = node(&mock).await;
     let mut response = chat(
         &node,
@@ -81,7 +96,10 @@ async fn streaming_chat_relays_every_event_through_done() {
     .await;
     assert_eq!(response.status(), 200);
     assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream")
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
     );
     let events = read_events(&mut response, &mut String::new(), usize::MAX).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
@@ -89,20 +107,32 @@ async fn streaming_chat_relays_every_event_through_done() {
         .iter()
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert!(!text.is_empty());
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
 
 #[tokio::test]
 async fn chunk_n_reaches_the_client_before_the_upstream_sends_chunk_n_plus_1() {
     // Gated: the mock sends its next chunk only when told to, so every event the client sees
     // before a step was forwarded without waiting for the one after it.
-    let mock = mock(MockBehavior { gated: true, chunks: 3, ..MockBehavior::default() }).await;
+    let mock = mock(MockBehavior {
+        gated: true,
+        chunks: 3,
+        ..MockBehavior::default()
+    })
+    .await;
     let node = node(&mock).await;
     let mut response = chat(
         &node,
@@ -112,7 +142,11 @@ async fn chunk_n_reaches_the_client_before_the_upstream_sends_chunk_n_plus_1() {
     .await;
     let mut buffer = String::new();
     let first = read_events(&mut response, &mut buffer, 1).await;
-    assert_eq!(first.len(), 1, "only the first chunk may have been sent: {buffer:?}");
+    assert_eq!(
+        first.len(),
+        1,
+        "only the first chunk may have been sent: {buffer:?}"
+    );
     let step = || async {
         client()
             .post(format!("http://{}/mock/step", mock.addr()))
@@ -129,7 +163,12 @@ async fn chunk_n_reaches_the_client_before_the_upstream_sends_chunk_n_plus_1() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
-    let mock = mock(MockBehavior { chunks: 200, chunk_interval_ms: 20, ..MockBehavior::default() }).await;
+    let mock = mock(MockBehavior {
+        chunks: 200,
+        chunk_interval_ms: 20,
+        ..MockBehavior::default()
+    })
+    .await;
     let node = node(&mock).await;
     let mut response = chat(
         &node,
@@ -147,9 +186,19 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn upstream_errors_are_relayed_with_their_status_in_openai_shape() {
-    let mock = mock(MockBehavior { error_rate: 1.0, error_status: 503, ..MockBehavior::default() }).await;
+    let mock = mock(MockBehavior {
+        error_rate: 1.0,
+        error_status: 503,
+        ..MockBehavior::default()
+    })
+    .await;
     let node = node(&mock).await;
-    let response = chat(&node, KEY, json!({"model": "chat-default", "messages": user_message()})).await;
+    let response = chat(
+        &node,
+        KEY,
+        json!({"model": "chat-default", "messages": user_message()}),
+    )
+    .await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -157,7 +206,11 @@ async fn upstream_errors_are_relayed_with_their_status_in_openai_shape() {
 
 #[tokio::test]
 async fn a_stream_that_stalls_past_the_idle_timeout_ends_with_an_error_event() {
-    let mock = mock(MockBehavior { gated: true, ..MockBehavior::default() }).await;
+    let mock = mock(MockBehavior {
+        gated: true,
+        ..MockBehavior::default()
+    })
+    .await;
     let text = config_text(&mock.addr().to_string(), "", r#"idle = "300ms""#);
     let node = node_with(&text).await;
     let mut response = chat(
@@ -182,7 +235,15 @@ async fn models_lists_only_what_the_key_may_use() {
     let list = |key: &'static str| {
         let url = url(&node, "/v1/models");
         async move {
-            let body: Value = client().get(url).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+            let body: Value = client()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(body["object"], "list");
             body["data"]
                 .as_array()

@@ -36,12 +36,17 @@ fn spawn_aigw(text: &str) -> (Child, String, tempfile::TempDir) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("aigw did not report its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("aigw did not report its address");
     (child, addr, dir)
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -70,31 +75,59 @@ async fn open_stream(addr: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits_0() {
-    let mock = mock(MockBehavior { chunks: 15, chunk_interval_ms: 100, ..MockBehavior::default() }).await;
-    let (mut child, addr, _dir) = spawn_aigw(&config_text(&mock.addr().to_string(), r#"shutdown_grace = "20s""#, ""));
+    let mock = mock(MockBehavior {
+        chunks: 15,
+        chunk_interval_ms: 100,
+        ..MockBehavior::default()
+    })
+    .await;
+    let (mut child, addr, _dir) = spawn_aigw(&config_text(
+        &mock.addr().to_string(),
+        r#"shutdown_grace = "20s""#,
+        "",
+    ));
     let mut stream = open_stream(&addr).await;
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
 
     sigterm(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = client().get(format!("http://{addr}/v1/models")).bearer_auth(KEY).send().await;
-    assert!(refused.is_err(), "a draining node must not accept new connections");
+    let refused = client()
+        .get(format!("http://{addr}/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a draining node must not accept new connections"
+    );
 
     let mut rest = Vec::new();
     while let Some(chunk) = stream.chunk().await.unwrap() {
         rest.extend_from_slice(&chunk);
     }
     let rest = String::from_utf8(rest).unwrap();
-    assert!(rest.trim_end().ends_with("data: [DONE]"), "stream cut short: {rest:?}");
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "stream cut short: {rest:?}"
+    );
     assert_eq!(wait_exit(&mut child).await.code(), Some(0));
     assert_eq!(mock.stats().streams_completed, 1);
 }
 
 #[tokio::test]
 async fn past_the_grace_period_remaining_streams_are_cut_and_the_exit_is_still_0() {
-    let mock = mock(MockBehavior { chunks: 400, chunk_interval_ms: 50, ..MockBehavior::default() }).await;
-    let (mut child, addr, _dir) = spawn_aigw(&config_text(&mock.addr().to_string(), r#"shutdown_grace = "500ms""#, ""));
+    let mock = mock(MockBehavior {
+        chunks: 400,
+        chunk_interval_ms: 50,
+        ..MockBehavior::default()
+    })
+    .await;
+    let (mut child, addr, _dir) = spawn_aigw(&config_text(
+        &mock.addr().to_string(),
+        r#"shutdown_grace = "500ms""#,
+        "",
+    ));
     let mut stream = open_stream(&addr).await;
     stream.chunk().await.unwrap().unwrap();
     sigterm(&child);

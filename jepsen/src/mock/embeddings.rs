@@ -36,7 +36,9 @@ fn respond(view: &EmbeddingsRequestView<'_>) -> Result<Response, ApiError> {
         .as_ref()
         .filter(|inputs| !inputs.seeds.is_empty())
         .ok_or_else(|| {
-            ApiError::invalid_request("input must be a non-empty string, array of strings or token arrays")
+            ApiError::invalid_request(
+                "input must be a non-empty string, array of strings or token arrays",
+            )
         })?;
     let dimensions = match view.dimensions {
         None => DEFAULT_DIMENSIONS,
@@ -57,14 +59,18 @@ fn respond(view: &EmbeddingsRequestView<'_>) -> Result<Response, ApiError> {
         }
     };
 
-    let mut out = Vec::with_capacity(96 + model.len() + inputs.seeds.len() * (64 + dimensions * 12));
+    let mut out =
+        Vec::with_capacity(96 + model.len() + inputs.seeds.len() * (64 + dimensions * 12));
     out.extend_from_slice(br#"{"object":"list","data":["#);
     let mut vector = Vec::with_capacity(dimensions);
     for (index, &seed) in inputs.seeds.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        let _ = write!(out, r#"{{"object":"embedding","index":{index},"embedding":"#);
+        let _ = write!(
+            out,
+            r#"{{"object":"embedding","index":{index},"embedding":"#
+        );
         unit_vector(seed, dimensions, &mut vector);
         if base64 {
             out.push(b'"');
@@ -90,17 +96,19 @@ fn respond(view: &EmbeddingsRequestView<'_>) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, Bytes::from(out)))
 }
 
-/// A unit-length vector drawn from xorshift64* seeded by `seed`.
+/// A unit-length vector drawn from splitmix64 seeded by `seed` (any seed, 0 included, gives
+/// its own sequence).
 fn unit_vector(seed: u64, dimensions: usize, out: &mut Vec<f32>) {
     out.clear();
-    // xorshift must not start at 0.
-    let mut state = seed | 1;
+    let mut state = seed;
     for _ in 0..dimensions {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let bits = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-        out.push(bits as f32 / (1u64 << 23) as f32 - 1.0);
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // The top 24 bits as a float in [-1, 1).
+        out.push((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0);
     }
     let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt();
     if norm > 0.0 {

@@ -114,12 +114,12 @@ impl std::fmt::Debug for MockServer {
 
 /// Accepts until `stop` fires (or its sender is dropped). Connections live in a JoinSet so
 /// that stopping aborts them: a graceful drain would wait forever on `hang` and gated streams.
-async fn accept_loop(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+async fn accept_loop(listener: TcpListener, router: axum::Router, mut stop: oneshot::Receiver<()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper caps h2 at 200 concurrent streams; a gateway multiplexing a benchmark over one
+    // connection must hit its own limits, not the mock's.
+    builder.http2().max_concurrent_streams(None);
+    let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -133,7 +133,8 @@ async fn accept_loop(
                     let builder = Arc::clone(&builder);
                     let service = TowerToHyperService::new(router.clone());
                     connections.spawn(async move {
-                        if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(error) = connection.await {
                             tracing::debug!(%error, "aigw-mock: connection ended with an error");
                         }
                     });

@@ -261,7 +261,10 @@ impl<'de> Deserialize<'de> for InputItem {
             }
 
             fn visit_str<E: de::Error>(self, text: &str) -> Result<InputItem, E> {
-                Ok(InputItem::Text(fnv1a(Fnv::START, text.as_bytes()), text.len()))
+                Ok(InputItem::Text(
+                    fnv1a(Fnv::START, text.as_bytes()),
+                    text.len(),
+                ))
             }
 
             fn visit_u64<E: de::Error>(self, token: u64) -> Result<InputItem, E> {
@@ -331,8 +334,18 @@ mod tests {
 
     #[test]
     fn model_must_be_a_string() {
-        assert!(ChatRequestView::parse(br#"{"model":3}"#).unwrap().model_json().is_err());
-        assert!(ChatRequestView::parse(br#"{}"#).unwrap().model_json().is_err());
+        assert!(
+            ChatRequestView::parse(br#"{"model":3}"#)
+                .unwrap()
+                .model_json()
+                .is_err()
+        );
+        assert!(
+            ChatRequestView::parse(br#"{}"#)
+                .unwrap()
+                .model_json()
+                .is_err()
+        );
         assert!(ChatRequestView::parse(b"{not json").is_err());
     }
 

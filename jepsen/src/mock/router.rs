@@ -35,7 +35,10 @@ pub(crate) fn build(state: Arc<MockState>) -> Router {
 
 async fn health(State(state): State<Arc<MockState>>) -> Response {
     if state.prepared().behavior.unhealthy {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, wire::HEALTH_UNHEALTHY.clone())
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            wire::HEALTH_UNHEALTHY.clone(),
+        )
     } else {
         json_response(StatusCode::OK, wire::HEALTH_OK.clone())
     }

@@ -95,8 +95,7 @@ impl MockState {
     ) -> Result<MockBehavior, String> {
         let _writer = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         let next = change(&self.prepared.load().behavior)?;
-        self.prepared
-            .store(Arc::new(Prepared::new(next.clone())));
+        self.prepared.store(Arc::new(Prepared::new(next.clone())));
         Ok(next)
     }
 

@@ -13,8 +13,18 @@ pub(crate) const CREATED: u64 = 1_700_000_000;
 
 /// The content chunks cycle through these; concatenated they read as a sentence.
 const WORDS: [&str; 12] = [
-    "Hello", " from", " the", " aigw", " mock", " upstream", ",", " one", " word", " per",
-    " chunk", ".",
+    "Hello",
+    " from",
+    " the",
+    " aigw",
+    " mock",
+    " upstream",
+    ",",
+    " one",
+    " word",
+    " per",
+    " chunk",
+    ".",
 ];
 
 pub(crate) static MODELS: Bytes = Bytes::from_static(
@@ -227,14 +237,8 @@ mod tests {
             completion: 3,
         };
         let text = text_json(3);
-        let v: Value = serde_json::from_slice(&completion(
-            1,
-            r#""m""#,
-            Answer::Text,
-            &text,
-            usage,
-        ))
-        .unwrap();
+        let v: Value =
+            serde_json::from_slice(&completion(1, r#""m""#, Answer::Text, &text, usage)).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "Hello from the");
         assert_eq!(v["usage"]["total_tokens"], 4);
         let v: Value = serde_json::from_slice(&completion(

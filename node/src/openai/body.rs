@@ -66,10 +66,11 @@ impl RoutingFields {
             message: "You must provide a model parameter.".into(),
         };
         let raw = head.model.ok_or_else(missing)?;
-        let model: String = serde_json::from_str(raw.get()).map_err(|_| ApiError::InvalidParam {
-            param: "model",
-            message: "`model` must be a string.".into(),
-        })?;
+        let model: String =
+            serde_json::from_str(raw.get()).map_err(|_| ApiError::InvalidParam {
+                param: "model",
+                message: "`model` must be a string.".into(),
+            })?;
         if model.is_empty() {
             return Err(missing());
         }
@@ -88,7 +89,8 @@ impl RoutingFields {
     /// `body` with the model value replaced by `model_json` (an encoded JSON string); every
     /// other byte is kept as the client sent it.
     pub fn splice_model(&self, body: &[u8], model_json: &str) -> Bytes {
-        let mut out = BytesMut::with_capacity(body.len() - self.model_span.len() + model_json.len());
+        let mut out =
+            BytesMut::with_capacity(body.len() - self.model_span.len() + model_json.len());
         out.extend_from_slice(&body[..self.model_span.start]);
         out.extend_from_slice(model_json.as_bytes());
         out.extend_from_slice(&body[self.model_span.end..]);
@@ -102,7 +104,8 @@ mod tests {
 
     #[test]
     fn splice_replaces_only_the_model_value() {
-        let body = br#"{ "stream":true, "model" : "public\u002dname", "x_unknown": {"model": "keep"} }"#;
+        let body =
+            br#"{ "stream":true, "model" : "public\u002dname", "x_unknown": {"model": "keep"} }"#;
         let fields = RoutingFields::parse(body).unwrap();
         assert_eq!(fields.model, "public-name");
         assert!(fields.stream);
@@ -115,7 +118,12 @@ mod tests {
 
     #[test]
     fn missing_null_empty_or_non_string_model_is_a_param_error() {
-        for body in [&br#"{}"#[..], br#"{"model":null}"#, br#"{"model":""}"#, br#"{"model":3}"#] {
+        for body in [
+            &br#"{}"#[..],
+            br#"{"model":null}"#,
+            br#"{"model":""}"#,
+            br#"{"model":3}"#,
+        ] {
             match RoutingFields::parse(body) {
                 Err(ApiError::InvalidParam { param: "model", .. }) => {}
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
@@ -125,7 +133,13 @@ mod tests {
 
     #[test]
     fn malformed_or_non_object_json_is_invalid_json() {
-        for body in [&b"{"[..], b"", b"[1]", br#"{"model":"a","stream":"yes"}"#, br#"{"model":"a","model":"b"}"#] {
+        for body in [
+            &b"{"[..],
+            b"",
+            b"[1]",
+            br#"{"model":"a","stream":"yes"}"#,
+            br#"{"model":"a","model":"b"}"#,
+        ] {
             assert!(
                 matches!(RoutingFields::parse(body), Err(ApiError::InvalidJson(_))),
                 "{}",

@@ -113,10 +113,9 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         if matches!(self, Self::MissingKey | Self::InvalidKey) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -1,8 +1,8 @@
 //! `GET /v1/models`: the models the calling key may use, in OpenAI's list shape.
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use super::auth::Caller;

@@ -58,7 +58,10 @@ pub(crate) async fn forward_json(
         let relayed = relay_error(parts.status, incoming, &upstream.id, deadline).await;
         let mut response = Response::new(Body::from(relayed));
         *response.status_mut() = parts.status;
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         *response.headers_mut() = headers;
         return Ok(response);
     }

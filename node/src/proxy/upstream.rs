@@ -44,8 +44,13 @@ impl UpstreamEndpoint {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
         let authorization = match &settings.api_key {
             Some(key) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-                    .map_err(|_| format!("upstream `{}`: api_key is not a valid header value", settings.id))?;
+                let mut value =
+                    HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                        format!(
+                            "upstream `{}`: api_key is not a valid header value",
+                            settings.id
+                        )
+                    })?;
                 value.set_sensitive(true);
                 Some(value)
             }

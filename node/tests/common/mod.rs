@@ -100,7 +100,10 @@ pub async fn assert_openai_error(response: reqwest::Response, status: u16, code:
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     let error = &body["error"];
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(error["type"].is_string(), "{body}");
     assert!(error.get("param").is_some(), "{body}");
     assert_eq!(error["code"], code, "{body}");
