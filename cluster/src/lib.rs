@@ -1,19 +1,36 @@
-//! The replicated data model of an aigw cluster: API keys (held as hashes of their secrets) and
-//! the cluster-wide settings (upstreams, models and their targets), published as immutable
-//! snapshots.
+//! The cluster: what every node agrees on (Raft over openraft, log and state machine on redb)
+//! and what nodes tell each other (gossip over chitchat), with no external database.
 //!
-//! Owns: the types every node agrees on and the snapshot the request path reads. Today the state
-//! is built once from the config's `[bootstrap]` section; the Raft log (cluster issue) will apply
-//! versioned changes to the same types and publish new snapshots through the same handle.
+//! Owns: the replicated data model (keys as SHA-256 hashes of their secrets, the cluster-wide
+//! settings document), the one `Command` enum that changes it, the snapshots the request path
+//! reads, node-to-node RPC, membership and cluster status.
 //!
-//! Never: does network or disk I/O on the read side. `ClusterState::load` is a lock-free
-//! `ArcSwap` load, so the request path never waits on this crate.
+//! Never: puts Raft, gossip or a peer on the request path. `ClusterState::load` is a lock-free
+//! `ArcSwap` load of the last applied state; only admin writes and linearizable reads wait on
+//! the cluster, and those are bounded by the write timeout.
 //!
-//! Called by: the node (auth and routing read snapshots), later the actors (quota leases).
+//! Called by: the node (auth and routing read snapshots; the admin API writes and reads).
 #![forbid(unsafe_code)]
 
+mod command;
+mod gossip;
 mod keys;
+mod model;
+mod node;
+mod raft;
+mod rpc;
+mod settings;
 mod snapshot;
+mod state_machine;
 
-pub use keys::{KeyId, KeyRecord, KeySecretHash, KeyTable};
-pub use snapshot::{ClusterState, StateSnapshot};
+pub use command::{Command, Outcome, Rejection};
+pub use gossip::{Advertised, GossipMember};
+pub use keys::KeyTable;
+pub use model::{AllowedModels, KeyId, KeyPatch, KeyRecord, KeySecretHash, SettingsDoc};
+pub use node::{
+    ClusterError, ClusterNode, ClusterOptions, ClusterStatus, ClusterTiming, MemberStatus, unix_now,
+};
+pub use raft::NodeId;
+pub use raft::store::StoreError;
+pub use settings::{Settings, parse_settings, settings_from_config_text};
+pub use snapshot::{ClusterState, StateSnapshot, bootstrap_command};

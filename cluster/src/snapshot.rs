@@ -1,31 +1,78 @@
-//! The published, immutable view of the replicated state that the request path reads.
+//! The published, immutable view of the replicated state that the request path reads, and
+//! the publisher the state machine calls after every applied batch.
 
 use std::sync::Arc;
 
 use aigw_config::{Bootstrap, ModelSettings, UpstreamSettings};
 use arc_swap::ArcSwap;
 
+use crate::command::Command;
 use crate::keys::KeyTable;
+use crate::model::{AllowedModels, KeyId, KeyRecord, KeySecretHash};
+use crate::settings::parse_settings;
+use crate::state_machine::StateMachineData;
 
 /// One consistent version of the cluster state.
 #[derive(Debug, Clone, Default)]
 pub struct StateSnapshot {
-    /// Bumped on every applied change, so readers can tell snapshots apart.
+    /// The Raft log index this state includes; grows with every applied change.
     pub version: u64,
     pub keys: KeyTable,
     pub upstreams: Vec<UpstreamSettings>,
     pub models: Vec<ModelSettings>,
+    /// Revision of the settings document the typed settings above come from.
+    pub settings_revision: u64,
+    /// The settings document as stored (with `${ENV}` references).
+    pub settings_toml: Arc<str>,
+    /// Why this node could not use the current settings document (it keeps the last good
+    /// one), e.g. an `${ENV}` it lacks.
+    pub settings_error: Option<String>,
+    /// Whether the cluster has applied a `[bootstrap]` yet.
+    pub bootstrapped: bool,
 }
 
 impl StateSnapshot {
-    /// The state a new cluster starts from: the config's `[bootstrap]` section.
+    /// The state a config's `[bootstrap]` gives, without a cluster: for tools and tests.
     pub fn from_bootstrap(bootstrap: &Bootstrap) -> Self {
+        let mut data = StateMachineData::default();
+        data.apply(1, bootstrap_command(bootstrap, String::new(), 0));
         Self {
             version: 1,
-            keys: KeyTable::from_settings(&bootstrap.keys),
+            keys: KeyTable::new(data.keys, data.by_hash),
             upstreams: bootstrap.upstreams.clone(),
             models: bootstrap.models.clone(),
+            settings_revision: 1,
+            settings_toml: Arc::from(""),
+            settings_error: None,
+            bootstrapped: true,
         }
+    }
+}
+
+/// The `Bootstrap` command for a config's `[bootstrap]`: keys hashed, the settings document
+/// as written in the file.
+pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64) -> Command {
+    let keys = bootstrap
+        .keys
+        .iter()
+        .map(|k| {
+            let secret_hash = KeySecretHash::of_secret(k.secret.expose());
+            KeyRecord {
+                id: KeyId::for_bootstrap(&secret_hash),
+                name: k.name.clone(),
+                secret_hash,
+                models: AllowedModels::from(&k.models),
+                enabled: true,
+                expires_at: None,
+                metadata: Default::default(),
+                created_at: now,
+                revision: 0,
+            }
+        })
+        .collect();
+    Command::Bootstrap {
+        keys,
+        settings_toml,
     }
 }
 
@@ -47,11 +94,49 @@ impl ClusterState {
         self.current.load_full()
     }
 
-    /// Publishes a new snapshot and returns it. Its version is one past the current one.
-    pub fn publish(&self, mut next: StateSnapshot) -> Arc<StateSnapshot> {
-        next.version = self.current.load().version + 1;
-        let next = Arc::new(next);
-        self.current.store(next.clone());
-        next
+    fn store(&self, next: StateSnapshot) {
+        self.current.store(Arc::new(next));
+    }
+}
+
+/// Turns applied state into snapshots. Settings are parsed only when their revision changes.
+pub(crate) struct Publisher {
+    state: ClusterState,
+}
+
+impl Publisher {
+    pub fn new(state: ClusterState) -> Self {
+        Self { state }
+    }
+
+    pub fn publish(&self, data: &StateMachineData) {
+        let previous = self.state.load();
+        let mut next = StateSnapshot {
+            version: data.last_applied.map_or(0, |id| id.index),
+            keys: KeyTable::new(data.keys.clone(), data.by_hash.clone()),
+            upstreams: previous.upstreams.clone(),
+            models: previous.models.clone(),
+            settings_revision: previous.settings_revision,
+            settings_toml: previous.settings_toml.clone(),
+            settings_error: previous.settings_error.clone(),
+            bootstrapped: data.bootstrapped,
+        };
+        if data.settings.revision != previous.settings_revision || previous.version == 0 {
+            next.settings_revision = data.settings.revision;
+            next.settings_toml = Arc::from(data.settings.toml.as_str());
+            match parse_settings(&data.settings.toml) {
+                Ok(settings) => {
+                    next.upstreams = settings.upstreams;
+                    next.models = settings.models;
+                    next.settings_error = None;
+                }
+                Err(error) => {
+                    tracing::error!(revision = data.settings.revision, %error,
+                        "cannot use the cluster settings on this node; keeping the previous ones");
+                    next.settings_error = Some(error);
+                }
+            }
+        }
+        self.state.store(next);
     }
 }
