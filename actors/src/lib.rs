@@ -1,15 +1,55 @@
-//! The runtime decisions of an aigw node: which target serves a request (balancing), and later
-//! upstream health and breakers, key quotas and leases, session affinity, each owned by a
-//! supervised actor.
+//! The runtime decisions of an aigw node, and the supervised actors that own the state behind
+//! them: which target serves a request (balancing, sticky sessions), whether an upstream may
+//! be used (health probes, outlier detection, circuit breaker, the cluster's view), and how
+//! many retries the node can afford (retry budget). Key quotas come here next.
 //!
-//! Owns: decisions as pure functions and lock-free structures the request path can consult
-//! without awaiting anything.
+//! Owns: a supervision tree per node (`NodeSupervisor` -> `UpstreamSupervisor` ->
+//! `UpstreamActor`, `SessionSupervisor` -> `SessionActor`; node_supervisor.rs draws it), the
+//! snapshots those actors publish, and the decisions as pure functions and plain structs
+//! (breaker transitions, window arithmetic, EWMA, rendezvous hashing, power of two choices,
+//! the retry budget) tested without a runtime.
 //!
-//! Never: performs HTTP, reads config files, or blocks the request path on an actor reply.
+//! Never: performs HTTP (the node injects health probes as a [`HealthProbe`]), reads config
+//! files, or makes the request path await an actor: requests read published snapshots and
+//! atomics, and report outcomes by cast.
 //!
-//! Called by: the node's proxy, once per request, to choose a target.
+//! Called by: the node, which starts the tree ([`NodeActors`]), routes each request with the
+//! handles it exposes, and reports each attempt through an [`Attempt`]; later the cluster's
+//! gossip, through [`Upstreams::local_views`] and [`Upstreams::set_peer_views`].
 #![forbid(unsafe_code)]
 
 mod balance;
+mod breaker;
+mod cluster_view;
+mod ewma;
+mod hash;
+mod health;
+mod least_loaded;
+mod mailbox;
+mod node_supervisor;
+mod outlier;
+mod rendezvous;
+mod retry_budget;
+mod session;
+mod session_supervisor;
+mod upstream;
+mod upstream_supervisor;
+mod upstreams;
+mod window;
 
-pub use balance::WeightedRotation;
+pub use balance::{WeightedRotation, weighted_choice};
+pub use breaker::{Breaker, BreakerState};
+pub use cluster_view::{NodeId, PeerViews, UpstreamView, is_avoided};
+pub use ewma::Ewma;
+pub use health::{Health, HealthProbe, ProbeFuture, ProbeResult, ProbeTracker};
+pub use least_loaded::{better_of_two, load_cost, two_distinct};
+pub use node_supervisor::{NodeActors, UpstreamSpec};
+pub use outlier::OutlierDetector;
+pub use rendezvous::{SessionKey, rendezvous_pick, rendezvous_score};
+pub use retry_budget::{RetryBudget, SharedRetryBudget};
+pub use session::{SessionBinding, Sessions};
+pub use upstream::{
+    Admission, Attempt, AttemptResult, Outcome, UpstreamHandle, UpstreamMsg, UpstreamPolicy,
+    UpstreamStatus,
+};
+pub use upstreams::Upstreams;

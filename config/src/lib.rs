@@ -2,8 +2,8 @@
 //!
 //! This crate owns the TOML contract (`aigw.example.toml` shows all of it), `${NAME}`
 //! interpolation of string values from the environment, and validation: a [`Config`] it
-//! returns is already checked (ids unique, references resolved, weights and timeouts positive,
-//! addresses and durations parsed), and a file it rejects gets every problem reported as
+//! returns is already checked (ids unique, references resolved, weights, timeouts, probe and
+//! breaker settings in range, addresses and durations parsed), and a file it rejects gets every problem reported as
 //! `file:line:column: key.path: what was expected`.
 //!
 //! It must never do anything but read: no sockets, no directories created, no logging, and no
@@ -29,9 +29,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminSettings, Bootstrap, Config, InvalidUpstreamId, KeySettings, ModelAccess, ModelSettings,
-    NodeSettings, ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind,
-    UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, Config, HealthCheckSettings, InvalidUpstreamId,
+    KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess, ModelSettings, NodeSettings,
+    Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings,
+    UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 pub use secret::Secret;
 

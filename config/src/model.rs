@@ -3,7 +3,10 @@
 //! Invariants (established by `validate`, relied on by every caller): upstream ids, model names
 //! and key names are unique and non-empty; every target names a declared upstream; every model
 //! a key lists is declared; weights and upstream timeouts are greater than zero; base URLs are
-//! `http(s)://host...` without a trailing `/`; key secrets have at least 8 characters.
+//! `http(s)://host...` without a trailing `/`; key secrets have at least 8 characters; health
+//! probe intervals, timeouts and thresholds, breaker windows and open periods are greater than
+//! zero and `max_open_for >= open_for`; ratios are within 0..=1; a model has at most
+//! [`MAX_TARGETS_PER_MODEL`] targets; `routing.max_attempts` is within 1..=[`MAX_ATTEMPTS`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use crate::Secret;
 pub struct Config {
     pub node: NodeSettings,
     pub server: ServerSettings,
+    pub routing: RoutingSettings,
     pub admin: Option<AdminSettings>,
     pub bootstrap: Bootstrap,
 }
@@ -56,6 +60,89 @@ impl Default for ServerSettings {
     }
 }
 
+/// Most targets one model may list: routing keeps per-request sets of targets as 64-bit masks.
+pub const MAX_TARGETS_PER_MODEL: usize = 64;
+
+/// Most upstream attempts one request may make (`routing.max_attempts`).
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// `[routing]`: how this node fails over between targets and keeps sessions sticky.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// Upstream attempts per request, the first included; 1 disables failover.
+    pub max_attempts: u32,
+    pub retry_budget: RetryBudgetSettings,
+    /// How long a sticky session's binding outlives its last request.
+    pub session_ttl: Duration,
+    /// A node with no verdict of its own on an upstream avoids it when at least this many
+    /// live peers report it down (the gossiped views; see aigw-actors' `cluster_view`).
+    pub peer_down_quorum: u32,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_budget: RetryBudgetSettings::default(),
+            session_ttl: Duration::from_secs(600),
+            peer_down_quorum: 2,
+        }
+    }
+}
+
+/// The node-wide cap on retries (attempts after a request's first), like Finagle's and
+/// linkerd's retry budgets: over `window`, retries may be `ratio` of the requests plus
+/// `min_per_second` per second, so a dead set of upstreams never multiplies the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryBudgetSettings {
+    pub ratio: Ratio,
+    pub min_per_second: u32,
+    /// Greater than zero.
+    pub window: Duration,
+}
+
+impl Default for RetryBudgetSettings {
+    fn default() -> Self {
+        Self {
+            ratio: Ratio::from_millionths(200_000),
+            min_per_second: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A number within 0..=1, held in millionths so settings stay `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ratio(u32);
+
+impl Ratio {
+    pub const ZERO: Self = Self(0);
+
+    /// `None` unless `value` is within 0..=1.
+    pub fn new(value: f64) -> Option<Self> {
+        (0.0..=1.0)
+            .contains(&value)
+            .then(|| Self((value * 1_000_000.0).round() as u32))
+    }
+
+    /// `millionths` is clamped to 1_000_000.
+    pub const fn from_millionths(millionths: u32) -> Self {
+        Self(if millionths > 1_000_000 {
+            1_000_000
+        } else {
+            millionths
+        })
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 1_000_000.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// `[admin]`: access to the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
@@ -80,6 +167,8 @@ pub struct UpstreamSettings {
     /// Sent upstream as `Authorization: Bearer <api_key>`.
     pub api_key: Option<Secret>,
     pub timeouts: UpstreamTimeouts,
+    pub health: HealthCheckSettings,
+    pub breaker: BreakerSettings,
 }
 
 /// The API an upstream speaks.
@@ -114,24 +203,95 @@ impl Default for UpstreamTimeouts {
     }
 }
 
+/// Active health probes of one upstream: a GET every `interval`; a 2xx answer within `timeout`
+/// passes, anything else fails. `unhealthy_threshold` failures in a row mark it down,
+/// `healthy_threshold` passes in a row mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    /// Starting with `/`: a path on the upstream's host (`/health`); otherwise relative to
+    /// `base_url` (`models` probes `<base_url>/models`, which every OpenAI-compatible server has).
+    pub path: String,
+    /// Greater than zero.
+    pub interval: Duration,
+    /// Greater than zero.
+    pub timeout: Duration,
+    /// At least 1.
+    pub healthy_threshold: u32,
+    /// At least 1.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "models".to_owned(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Passive outlier detection and the circuit breaker of one upstream.
+///
+/// The breaker opens on `consecutive_failures` failed requests in a row, or when at least
+/// `min_requests` requests in the last `window` failed at `failure_rate` or more. It stays
+/// open for `open_for`, doubled on each reopening up to `max_open_for`, then lets
+/// `half_open_probes` requests through: all succeed and it closes, one fails and it reopens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// 0 disables this trigger.
+    pub consecutive_failures: u32,
+    /// Zero disables this trigger.
+    pub failure_rate: Ratio,
+    /// Greater than zero.
+    pub window: Duration,
+    pub min_requests: u32,
+    /// Greater than zero.
+    pub open_for: Duration,
+    /// At least `open_for`.
+    pub max_open_for: Duration,
+    /// At least 1.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: Ratio::from_millionths(500_000),
+            window: Duration::from_secs(30),
+            min_requests: 20,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(120),
+            half_open_probes: 3,
+        }
+    }
+}
+
 /// `[[bootstrap.models]]`: a model name clients ask for, and where it is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSettings {
     pub name: String,
     pub strategy: Strategy,
-    /// At least one.
+    /// At least one, at most [`MAX_TARGETS_PER_MODEL`].
     pub targets: Vec<TargetSettings>,
 }
 
-/// How a request picks among a model's targets of the best priority.
+/// How a request picks among the available targets of the best priority tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
-    /// At random in proportion to `weight`.
+    /// Smooth weighted round-robin in proportion to `weight`.
     #[default]
     Weighted,
-    /// Requests from the same caller keep going to the same target while it is available.
+    /// Requests of one session (`x-session-id`, else the body's `user`) keep going to the same
+    /// target while it is available; the first binding is rendezvous hashing, so every node
+    /// picks the same target.
     Sticky,
-    /// The target with the fewest requests in flight.
+    /// Power of two choices on requests in flight times latency.
     LeastLoaded,
 }
 
@@ -143,7 +303,8 @@ pub struct TargetSettings {
     pub model: String,
     /// Greater than zero.
     pub weight: u32,
-    /// Lower is preferred; higher priorities are used only when lower ones are unavailable.
+    /// Lower is preferred; a higher number is used only when every target with a lower one is
+    /// unavailable.
     pub priority: u32,
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct RawConfig {
     pub(crate) node: RawNode,
     #[serde(default)]
     pub(crate) server: RawServer,
+    #[serde(default)]
+    pub(crate) routing: RawRouting,
     pub(crate) admin: Option<RawAdmin>,
     #[serde(default)]
     pub(crate) bootstrap: RawBootstrap,
@@ -62,6 +64,24 @@ pub(crate) struct RawNode {
 pub(crate) struct RawServer {
     pub(crate) max_body_bytes: Option<Spanned<usize>>,
     pub(crate) shutdown_grace: Option<Text>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub(crate) max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(crate) retry_budget: RawRetryBudget,
+    pub(crate) session_ttl: Option<Text>,
+    pub(crate) peer_down_quorum: Option<Spanned<u32>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryBudget {
+    pub(crate) ratio: Option<Spanned<f64>>,
+    pub(crate) min_per_second: Option<u32>,
+    pub(crate) window: Option<Text>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +110,10 @@ pub(crate) struct RawUpstream {
     pub(crate) api_key: Option<Text>,
     #[serde(default)]
     pub(crate) timeouts: RawTimeouts,
+    #[serde(default)]
+    pub(crate) health: RawHealth,
+    #[serde(default)]
+    pub(crate) breaker: RawBreaker,
 }
 
 #[derive(Default, Deserialize)]
@@ -99,6 +123,29 @@ pub(crate) struct RawTimeouts {
     pub(crate) response_head: Option<Text>,
     pub(crate) idle: Option<Text>,
     pub(crate) total: Option<Text>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) path: Option<Text>,
+    pub(crate) interval: Option<Text>,
+    pub(crate) timeout: Option<Text>,
+    pub(crate) healthy_threshold: Option<Spanned<u32>>,
+    pub(crate) unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_rate: Option<Spanned<f64>>,
+    pub(crate) window: Option<Text>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) open_for: Option<Text>,
+    pub(crate) max_open_for: Option<Text>,
+    pub(crate) half_open_probes: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

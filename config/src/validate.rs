@@ -11,14 +11,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigErrors, Locator};
+use toml::Spanned;
+
 use crate::model::{
-    AdminSettings, Bootstrap, Config, KeySettings, ModelAccess, ModelSettings, NodeSettings,
-    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
-    UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, Config, HealthCheckSettings, KeySettings,
+    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess, ModelSettings, NodeSettings, Ratio,
+    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId,
+    UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
-    RawAdmin, RawBootstrap, RawConfig, RawKey, RawModel, RawNode, RawServer, RawTarget,
-    RawTimeouts, RawUpstream, Text,
+    RawAdmin, RawBootstrap, RawBreaker, RawConfig, RawHealth, RawKey, RawModel, RawNode,
+    RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
 };
 use crate::secret::Secret;
 
@@ -32,16 +35,20 @@ pub(crate) fn validate(raw: RawConfig, at: &Locator<'_>) -> Result<Config, Confi
     };
     let node = v.node(&raw.node);
     let server = v.server(&raw.server);
+    let routing = v.routing(&raw.routing);
     let admin = match &raw.admin {
         None => Some(None),
         Some(admin) => v.admin(admin).map(Some),
     };
     let bootstrap = v.bootstrap(&raw.bootstrap);
-    match (node, server, admin, bootstrap) {
-        (Some(node), Some(server), Some(admin), Some(bootstrap)) if v.errors.is_empty() => {
+    match (node, server, routing, admin, bootstrap) {
+        (Some(node), Some(server), Some(routing), Some(admin), Some(bootstrap))
+            if v.errors.is_empty() =>
+        {
             Ok(Config {
                 node,
                 server,
+                routing,
                 admin,
                 bootstrap,
             })
@@ -141,6 +148,209 @@ impl Validator<'_> {
             max_body_bytes: max_body_bytes?,
             shutdown_grace: shutdown_grace?,
         })
+    }
+
+    fn routing(&mut self, raw: &RawRouting) -> Option<RoutingSettings> {
+        let defaults = RoutingSettings::default();
+        let max_attempts = match &raw.max_attempts {
+            None => Some(defaults.max_attempts),
+            Some(n) if (1..=MAX_ATTEMPTS).contains(n.get_ref()) => Some(*n.get_ref()),
+            Some(n) => {
+                self.report(
+                    &n.span(),
+                    "routing.max_attempts",
+                    format!(
+                        "must be within 1..={MAX_ATTEMPTS}; expected the number of upstream attempts per request, first included (1 disables failover)"
+                    ),
+                );
+                None
+            }
+        };
+        let budget = &raw.retry_budget;
+        let budget_defaults = defaults.retry_budget;
+        let ratio = match &budget.ratio {
+            None => Some(budget_defaults.ratio),
+            Some(r) => self.ratio(r, "routing.retry_budget.ratio"),
+        };
+        let window = self.positive_duration(
+            budget.window.as_ref(),
+            "routing.retry_budget.window",
+            budget_defaults.window,
+        );
+        let session_ttl = self.positive_duration(
+            raw.session_ttl.as_ref(),
+            "routing.session_ttl",
+            defaults.session_ttl,
+        );
+        let peer_down_quorum = self.at_least_one(
+            raw.peer_down_quorum.as_ref(),
+            "routing.peer_down_quorum",
+            defaults.peer_down_quorum,
+        );
+        Some(RoutingSettings {
+            max_attempts: max_attempts?,
+            retry_budget: RetryBudgetSettings {
+                ratio: ratio?,
+                min_per_second: budget
+                    .min_per_second
+                    .unwrap_or(budget_defaults.min_per_second),
+                window: window?,
+            },
+            session_ttl: session_ttl?,
+            peer_down_quorum: peer_down_quorum?,
+        })
+    }
+
+    fn health(&mut self, raw: &RawHealth, key: &str) -> Option<HealthCheckSettings> {
+        let defaults = HealthCheckSettings::default();
+        let path = match &raw.path {
+            None => Some(defaults.path),
+            Some(t) if t.value.is_empty() || t.value.contains(['?', '#', ' ']) => {
+                self.report(
+                    &t.span,
+                    &format!("{key}.path"),
+                    format!(
+                        "invalid probe path {:?}; expected a path such as \"/health\" (on the upstream's host) or \"models\" (relative to base_url)",
+                        t.value
+                    ),
+                );
+                None
+            }
+            Some(t) => Some(t.value.clone()),
+        };
+        let interval = self.positive_duration(
+            raw.interval.as_ref(),
+            &format!("{key}.interval"),
+            defaults.interval,
+        );
+        let timeout = self.positive_duration(
+            raw.timeout.as_ref(),
+            &format!("{key}.timeout"),
+            defaults.timeout,
+        );
+        let healthy_threshold = self.at_least_one(
+            raw.healthy_threshold.as_ref(),
+            &format!("{key}.healthy_threshold"),
+            defaults.healthy_threshold,
+        );
+        let unhealthy_threshold = self.at_least_one(
+            raw.unhealthy_threshold.as_ref(),
+            &format!("{key}.unhealthy_threshold"),
+            defaults.unhealthy_threshold,
+        );
+        Some(HealthCheckSettings {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            path: path?,
+            interval: interval?,
+            timeout: timeout?,
+            healthy_threshold: healthy_threshold?,
+            unhealthy_threshold: unhealthy_threshold?,
+        })
+    }
+
+    fn breaker(&mut self, raw: &RawBreaker, key: &str) -> Option<BreakerSettings> {
+        let defaults = BreakerSettings::default();
+        let failure_rate = match &raw.failure_rate {
+            None => Some(defaults.failure_rate),
+            Some(r) => self.ratio(r, &format!("{key}.failure_rate")),
+        };
+        let window = self.positive_duration(
+            raw.window.as_ref(),
+            &format!("{key}.window"),
+            defaults.window,
+        );
+        let open_for = self.positive_duration(
+            raw.open_for.as_ref(),
+            &format!("{key}.open_for"),
+            defaults.open_for,
+        );
+        let max_open_key = format!("{key}.max_open_for");
+        let max_open_for = self.positive_duration(
+            raw.max_open_for.as_ref(),
+            &max_open_key,
+            defaults.max_open_for,
+        );
+        // With only `open_for` raised past the default maximum, the maximum follows it.
+        let max_open_for = match (raw.max_open_for.as_ref(), open_for, max_open_for) {
+            (None, Some(open), Some(max)) => Some(max.max(open)),
+            (Some(t), Some(open), Some(max)) if max < open => {
+                self.report(
+                    &t.span,
+                    &max_open_key,
+                    "must be at least open_for; expected the longest open period of the exponential backoff",
+                );
+                None
+            }
+            (_, _, max) => max,
+        };
+        let half_open_probes = self.at_least_one(
+            raw.half_open_probes.as_ref(),
+            &format!("{key}.half_open_probes"),
+            defaults.half_open_probes,
+        );
+        Some(BreakerSettings {
+            consecutive_failures: raw
+                .consecutive_failures
+                .unwrap_or(defaults.consecutive_failures),
+            failure_rate: failure_rate?,
+            window: window?,
+            min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
+            open_for: open_for?,
+            max_open_for: max_open_for?,
+            half_open_probes: half_open_probes?,
+        })
+    }
+
+    fn ratio(&mut self, raw: &Spanned<f64>, key: &str) -> Option<Ratio> {
+        let ratio = Ratio::new(*raw.get_ref());
+        if ratio.is_none() {
+            self.report(
+                &raw.span(),
+                key,
+                format!(
+                    "{} is out of range; expected a number within 0.0..=1.0",
+                    raw.get_ref()
+                ),
+            );
+        }
+        ratio
+    }
+
+    fn at_least_one(&mut self, raw: Option<&Spanned<u32>>, key: &str, default: u32) -> Option<u32> {
+        match raw {
+            None => Some(default),
+            Some(n) if *n.get_ref() == 0 => {
+                self.report(
+                    &n.span(),
+                    key,
+                    format!("must be at least 1; expected a positive integer (default {default})"),
+                );
+                None
+            }
+            Some(n) => Some(*n.get_ref()),
+        }
+    }
+
+    /// A duration that must be greater than zero, or `default` when absent.
+    fn positive_duration(
+        &mut self,
+        raw: Option<&Text>,
+        key: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(t) = raw else {
+            return Some(default);
+        };
+        let duration = self.duration(t, key)?;
+        if duration.is_zero() {
+            self.report(
+                &t.span,
+                key,
+                "must be greater than 0; expected a duration such as \"5s\"",
+            );
+            return None;
+        }
+        Some(duration)
     }
 
     fn admin(&mut self, raw: &RawAdmin) -> Option<AdminSettings> {
@@ -250,6 +460,8 @@ impl Validator<'_> {
         });
 
         let timeouts = self.timeouts(&raw.timeouts, &format!("{key}.timeouts"));
+        let health = self.health(&raw.health, &format!("{key}.health"));
+        let breaker = self.breaker(&raw.breaker, &format!("{key}.breaker"));
 
         if !unique {
             return None;
@@ -260,27 +472,16 @@ impl Validator<'_> {
             base_url: base_url?,
             api_key: api_key?,
             timeouts: timeouts?,
+            health: health?,
+            breaker: breaker?,
         })
     }
 
     fn timeouts(&mut self, raw: &RawTimeouts, key: &str) -> Option<UpstreamTimeouts> {
         let defaults = UpstreamTimeouts::default();
-        let mut one = |raw: &Option<Text>, name: &str, default: Duration| match raw {
-            None => Some(default),
-            Some(t) => {
-                let key = format!("{key}.{name}");
-                let duration = self.duration(t, &key)?;
-                if duration.is_zero() {
-                    // A zero timeout would fail every request before it starts.
-                    self.report(
-                        &t.span,
-                        &key,
-                        "must be greater than 0; expected a duration such as \"5s\"",
-                    );
-                    return None;
-                }
-                Some(duration)
-            }
+        // A zero timeout would fail every request before it starts.
+        let mut one = |raw: &Option<Text>, name: &str, default: Duration| {
+            self.positive_duration(raw.as_ref(), &format!("{key}.{name}"), default)
         };
         let connect = one(&raw.connect, "connect", defaults.connect);
         let response_head = one(&raw.response_head, "response_head", defaults.response_head);
@@ -337,11 +538,20 @@ impl Validator<'_> {
         };
 
         let targets_key = format!("{key}.targets");
-        if raw.targets.get_ref().is_empty() {
+        let target_count = raw.targets.get_ref().len();
+        if target_count == 0 {
             self.report(
                 &raw.targets.span(),
                 &targets_key,
                 "expected at least one target",
+            );
+        } else if target_count > MAX_TARGETS_PER_MODEL {
+            self.report(
+                &raw.targets.span(),
+                &targets_key,
+                format!(
+                    "{target_count} targets; expected at most {MAX_TARGETS_PER_MODEL} (split the model in two)"
+                ),
             );
         }
         let targets: Vec<Option<TargetSettings>> = raw
@@ -352,7 +562,7 @@ impl Validator<'_> {
             .map(|(i, t)| self.target(t, &format!("{targets_key}[{i}]"), upstream_ids))
             .collect();
 
-        if raw.targets.get_ref().is_empty() || !unique {
+        if target_count == 0 || target_count > MAX_TARGETS_PER_MODEL || !unique {
             return None;
         }
         Some(ModelSettings {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aigw_config::{
-    Config, ModelAccess, Strategy, UpstreamKind, UpstreamTimeouts, load, parse, parse_with_env,
+    BreakerSettings, Config, HealthCheckSettings, ModelAccess, Ratio, RetryBudgetSettings,
+    RoutingSettings, Strategy, UpstreamKind, UpstreamTimeouts, load, parse, parse_with_env,
 };
 
 fn env(name: &str) -> Option<String> {
@@ -58,6 +59,9 @@ fn example_parses_when_its_env_vars_are_set() {
     assert_eq!(upstream.base_url, "http://127.0.0.1:9001/v1");
     assert_eq!(upstream.api_key, None);
     assert_eq!(upstream.timeouts, UpstreamTimeouts::default());
+    assert_eq!(upstream.health, HealthCheckSettings::default());
+    assert_eq!(upstream.breaker, BreakerSettings::default());
+    assert_eq!(config.routing, RoutingSettings::default());
 
     let [model] = &config.bootstrap.models[..] else {
         panic!("one model expected")
@@ -92,6 +96,17 @@ fn optional_sections_and_keys_take_their_defaults() {
     assert_eq!(config.server.max_body_bytes, 16_777_216);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.admin, None);
+    assert_eq!(config.routing.max_attempts, 3);
+    assert_eq!(config.routing.session_ttl, Duration::from_secs(600));
+    assert_eq!(config.routing.peer_down_quorum, 2);
+    assert_eq!(
+        config.routing.retry_budget,
+        RetryBudgetSettings {
+            ratio: Ratio::new(0.2).unwrap(),
+            min_per_second: 10,
+            window: Duration::from_secs(10),
+        }
+    );
     assert!(config.bootstrap.upstreams.is_empty());
     assert!(config.bootstrap.models.is_empty());
     assert!(config.bootstrap.keys.is_empty());
@@ -245,7 +260,7 @@ fn unknown_section_is_rejected() {
     assert_eq!(
         errors(&format!("{NODE}[nodes]\n")),
         [
-            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `admin`, `bootstrap`"
+            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `routing`, `admin`, `bootstrap`"
         ]
     );
 }
@@ -590,4 +605,131 @@ fn unreadable_file_is_an_error_naming_the_file_and_the_os_error() {
     let shown = errors.to_string();
     assert!(shown.starts_with(&format!("{}: cannot read config file: ", path.display())));
     assert!(shown.contains("No such file or directory"), "{shown}");
+}
+
+const ONE_UPSTREAM: &str =
+    "[[bootstrap.upstreams]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\n";
+
+#[test]
+fn health_breaker_and_routing_settings_parse_and_omitted_ones_take_their_defaults() {
+    let config = ok(&format!(
+        r#"{NODE}
+[routing]
+max_attempts = 2
+retry_budget = {{ ratio = 0.5, window = "1m" }}
+session_ttl = "1h"
+peer_down_quorum = 1
+
+{ONE_UPSTREAM}health = {{ path = "/health", interval = "1s", unhealthy_threshold = 3 }}
+breaker = {{ consecutive_failures = 0, failure_rate = 0.25, open_for = "10s", max_open_for = "40s" }}
+"#
+    ));
+    assert_eq!(
+        config.routing,
+        RoutingSettings {
+            max_attempts: 2,
+            retry_budget: RetryBudgetSettings {
+                ratio: Ratio::new(0.5).unwrap(),
+                min_per_second: 10,
+                window: Duration::from_secs(60),
+            },
+            session_ttl: Duration::from_secs(3600),
+            peer_down_quorum: 1,
+        }
+    );
+    let upstream = &config.bootstrap.upstreams[0];
+    assert_eq!(
+        upstream.health,
+        HealthCheckSettings {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            ..HealthCheckSettings::default()
+        }
+    );
+    assert_eq!(
+        upstream.breaker,
+        BreakerSettings {
+            consecutive_failures: 0,
+            failure_rate: Ratio::new(0.25).unwrap(),
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(40),
+            ..BreakerSettings::default()
+        }
+    );
+    assert!((upstream.breaker.failure_rate.as_f64() - 0.25).abs() < 1e-9);
+}
+
+#[test]
+fn an_open_period_longer_than_the_default_maximum_raises_the_maximum() {
+    let config = ok(&format!(
+        "{NODE}{ONE_UPSTREAM}breaker = {{ open_for = \"10m\" }}\n"
+    ));
+    let breaker = &config.bootstrap.upstreams[0].breaker;
+    assert_eq!(breaker.max_open_for, Duration::from_secs(600));
+}
+
+#[test]
+fn out_of_range_health_breaker_and_routing_settings_are_rejected_with_their_keys() {
+    let errors = errors(&format!(
+        r#"{NODE}
+[routing]
+max_attempts = 11
+retry_budget = {{ ratio = 1.5 }}
+session_ttl = "0s"
+peer_down_quorum = 0
+
+{ONE_UPSTREAM}health = {{ interval = "0s", timeout = "soon", healthy_threshold = 0, path = "" }}
+breaker = {{ failure_rate = -0.1, open_for = "1m", max_open_for = "30s", half_open_probes = 0, window = "0ms" }}
+"#
+    ));
+    let expected = [
+        "aigw.toml:6:16: routing.max_attempts: must be within 1..=10",
+        "aigw.toml:7:26: routing.retry_budget.ratio: 1.5 is out of range; expected a number within 0.0..=1.0",
+        "aigw.toml:8:15: routing.session_ttl: must be greater than 0",
+        "aigw.toml:9:20: routing.peer_down_quorum: must be at least 1",
+        "bootstrap.upstreams[0].health.interval: must be greater than 0",
+        "bootstrap.upstreams[0].health.timeout: invalid duration \"soon\"",
+        "bootstrap.upstreams[0].health.healthy_threshold: must be at least 1",
+        "bootstrap.upstreams[0].health.path: invalid probe path \"\"",
+        "bootstrap.upstreams[0].breaker.failure_rate: -0.1 is out of range",
+        "bootstrap.upstreams[0].breaker.window: must be greater than 0",
+        "bootstrap.upstreams[0].breaker.max_open_for: must be at least open_for",
+        "bootstrap.upstreams[0].breaker.half_open_probes: must be at least 1",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "missing {want:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn unknown_health_or_breaker_keys_are_rejected() {
+    let errors = errors(&format!(
+        "{NODE}{ONE_UPSTREAM}breaker = {{ consecutive = 3 }}\n"
+    ));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("bootstrap.upstreams[0].breaker.consecutive: unknown key"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_model_with_more_than_64_targets_is_rejected() {
+    let targets = vec![r#"{ upstream = "a", model = "x" }"#; 65].join(", ");
+    let errors = errors(&format!(
+        "{NODE}{ONE_UPSTREAM}\n[[bootstrap.models]]\nname = \"m\"\ntargets = [{targets}]\n"
+    ));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("bootstrap.models[0].targets: 65 targets; expected at most 64"),
+        "{}",
+        errors[0]
+    );
 }

@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aigw_cluster::{ClusterState, StateSnapshot};
+use aigw_actors::NodeActors;
 use aigw_config::Config;
-use arc_swap::ArcSwap;
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,8 +15,6 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::openai::{self, ApiError};
-use crate::proxy::RouteTable;
-use crate::state::{AppState, Shared};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,24 +34,13 @@ pub struct RunningNode {
     grace: Duration,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    /// The supervision tree (upstream and session actors); stopped after the server.
+    actors: NodeActors,
 }
 
 impl RunningNode {
-    /// Binds the API listener and serves in the background.
+    /// Binds the API listener, starts the node's actors and serves in the background.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let snapshot = StateSnapshot::from_bootstrap(&config.bootstrap);
-        let routes = RouteTable::build(&snapshot).map_err(StartError::Settings)?;
-        let state = AppState::new(Shared {
-            cluster: ClusterState::new(snapshot),
-            routes: ArcSwap::from_pointee(routes),
-            max_body_bytes: config.server.max_body_bytes,
-        });
-        let app = openai::router(state).layer(CatchPanicLayer::custom(
-            |_panic: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                ApiError::Internal.into_response()
-            },
-        ));
         let addr = config.node.api_listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -62,6 +48,18 @@ impl RunningNode {
         let api_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        // Actor names are process-wide; the bound address keeps two nodes in one process
+        // (tests) apart even when they share a node id.
+        let name_prefix = format!("node-{}@{api_addr}", config.node.id);
+        let (state, actors) = crate::state::build(config, &name_prefix)
+            .await
+            .map_err(StartError::Settings)?;
+        let app = openai::router(state).layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::Internal.into_response()
+            },
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -76,6 +74,7 @@ impl RunningNode {
             grace: config.server.shutdown_grace,
             stop,
             server,
+            actors,
         })
     }
 
@@ -88,7 +87,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> bool {
         let _ = self.stop.send(());
         let mut server = self.server;
-        match tokio::time::timeout(self.grace, &mut server).await {
+        let drained = match tokio::time::timeout(self.grace, &mut server).await {
             Ok(_) => {
                 tracing::info!("all in-flight requests finished; stopped");
                 true
@@ -98,7 +97,9 @@ impl RunningNode {
                 tracing::warn!(grace = ?self.grace, "grace period over; cut the remaining requests");
                 false
             }
-        }
+        };
+        self.actors.stop().await;
+        drained
     }
 }
 

@@ -1,12 +1,15 @@
-//! What every handler shares: snapshots to read and the node's request limits.
+//! What every handler shares: snapshots to read, the handles of the node's actors, and the
+//! node's request limits; and [`build`], which starts the actors and assembles it all.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use aigw_cluster::ClusterState;
+use aigw_actors::{NodeActors, Sessions, SharedRetryBudget, Upstreams};
+use aigw_cluster::{ClusterState, StateSnapshot};
+use aigw_config::Config;
 use arc_swap::ArcSwap;
 
-use crate::proxy::RouteTable;
+use crate::proxy::{self, RouteTable};
 
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Shared>);
@@ -17,6 +20,14 @@ pub(crate) struct Shared {
     /// Routes built from the settings in `cluster`, with the upstream clients they own.
     pub routes: ArcSwap<RouteTable>,
     pub max_body_bytes: usize,
+    /// Every upstream's published health, breaker and load; gossip's door in and out.
+    pub upstreams: Arc<Upstreams>,
+    /// Sticky sessions' bindings.
+    pub sessions: Arc<Sessions>,
+    /// Caps failover attempts node-wide.
+    pub retry_budget: SharedRetryBudget,
+    /// Upstream attempts per request, the first included.
+    pub max_attempts: u32,
 }
 
 impl AppState {
@@ -31,4 +42,28 @@ impl Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
+}
+
+/// Starts the node's actors (one per upstream, probing it) and builds the state handlers
+/// share. `name_prefix` makes the actors' names unique in the process.
+pub(crate) async fn build(
+    config: &Config,
+    name_prefix: &str,
+) -> Result<(AppState, NodeActors), String> {
+    let snapshot = StateSnapshot::from_bootstrap(&config.bootstrap);
+    let (endpoints, specs) = proxy::endpoints(&snapshot)?;
+    let actors = NodeActors::start(config.node.id, name_prefix, specs, &config.routing)
+        .await
+        .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
+    let routes = RouteTable::build(&snapshot, &endpoints, actors.upstreams())?;
+    let state = AppState::new(Shared {
+        cluster: ClusterState::new(snapshot),
+        routes: ArcSwap::from_pointee(routes),
+        max_body_bytes: config.server.max_body_bytes,
+        upstreams: Arc::clone(actors.upstreams()),
+        sessions: Arc::clone(actors.sessions()),
+        retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
+        max_attempts: config.routing.max_attempts,
+    });
+    Ok((state, actors))
 }

@@ -1,6 +1,8 @@
 //! Reading a request body under the size limit, and finding the fields routing needs without
 //! rebuilding the JSON.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -33,14 +35,18 @@ pub(super) async fn read_limited(
     }
 }
 
-/// What routing needs from a JSON request body: the model (and where it sits, to replace it)
-/// and whether the client asked for a stream. Everything else stays as raw bytes.
+/// What routing needs from a JSON request body: the model (and where it sits, to replace it),
+/// whether the client asked for a stream, and the end user (a sticky session's key when no
+/// `x-session-id` header names one). Everything else stays as raw bytes.
 #[derive(Debug)]
-pub(super) struct RoutingFields {
+pub(super) struct RoutingFields<'a> {
     pub model: String,
     /// Byte range of the `model` value (quotes included) in the body.
     model_span: std::ops::Range<usize>,
     pub stream: bool,
+    /// Borrowed from the body unless the string has escapes; `None` when absent or not a
+    /// string (the upstream judges that, as for any field routing does not own).
+    pub user: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -49,10 +55,12 @@ struct Head<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
 }
 
-impl RoutingFields {
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+impl<'a> RoutingFields<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
         // serde's derived structs also accept a JSON array (as a tuple); a request is an object.
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err(ApiError::InvalidJson(
@@ -79,10 +87,18 @@ impl RoutingFields {
             .checked_sub(body.as_ptr() as usize)
             .filter(|start| start + raw.get().len() <= body.len())
             .ok_or(ApiError::Internal)?;
+        // A string without escapes borrows; one with escapes must be unescaped into a copy.
+        let user = head.user.and_then(|raw| {
+            serde_json::from_str::<&'a str>(raw.get())
+                .map(Cow::Borrowed)
+                .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+                .ok()
+        });
         Ok(Self {
             model,
             model_span: start..start + raw.get().len(),
             stream: head.stream.unwrap_or(false),
+            user,
         })
     }
 
@@ -114,6 +130,21 @@ mod tests {
             &out[..],
             br#"{ "stream":true, "model" : "qwen", "x_unknown": {"model": "keep"} }"#
         );
+    }
+
+    #[test]
+    fn user_is_borrowed_from_the_body_and_ignored_when_not_a_string() {
+        let body = br#"{"model":"m","user":"alice"}"#;
+        let fields = RoutingFields::parse(body).unwrap();
+        assert!(matches!(fields.user, Some(Cow::Borrowed("alice"))));
+        let escaped = br#"{"model":"m","user":"alice"}"#;
+        assert_eq!(
+            RoutingFields::parse(escaped).unwrap().user.as_deref(),
+            Some("alice")
+        );
+        for body in [&br#"{"model":"m","user":7}"#[..], br#"{"model":"m"}"#] {
+            assert_eq!(RoutingFields::parse(body).unwrap().user, None);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
 /// An error answered to an API client.
@@ -39,8 +39,25 @@ pub enum ApiError {
         upstream: String,
         phase: &'static str,
     },
+    /// The upstream answered with an error, relayed as it came (boxed: a header map would
+    /// make every `Result<_, ApiError>` large).
+    #[error("Upstream `{}` answered {}.", .0.upstream, .0.status)]
+    UpstreamAnswered(Box<UpstreamAnswer>),
+    /// Every target of the model is avoided (breakers open, health checks failing).
+    #[error("No upstream serving the model `{model}` is available right now; try again shortly.")]
+    NoUpstreamAvailable { model: String },
     #[error("The server had an error while processing your request.")]
     Internal,
+}
+
+/// An upstream's error answer: its status, its body (already in OpenAI's shape, see
+/// `proxy::relay_error`) and its headers (`retry-after` and the like).
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    pub upstream: String,
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: HeaderMap,
 }
 
 impl ApiError {
@@ -55,15 +72,19 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamAnswered(answer) => answer.status,
+            Self::NoUpstreamAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
-                "server_error"
-            }
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::NoUpstreamAvailable { .. }
+            | Self::Internal => "server_error",
+            Self::UpstreamAnswered(answer) if answer.status.is_server_error() => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -89,13 +110,18 @@ impl ApiError {
             Self::UnknownUrl { .. } => "unknown_url",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamAnswered(_) => "upstream_error",
+            Self::NoUpstreamAvailable { .. } => "upstream_unavailable",
             Self::Internal => "internal_error",
         }
     }
 
     /// The error as OpenAI's JSON body.
     pub fn body(&self) -> Bytes {
-        error_body(&self.to_string(), self.kind(), self.param(), self.code())
+        match self {
+            Self::UpstreamAnswered(answer) => answer.body.clone(),
+            _ => error_body(&self.to_string(), self.kind(), self.param(), self.code()),
+        }
     }
 }
 
@@ -108,15 +134,18 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) ->
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), self.body()).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         if matches!(self, Self::MissingKey | Self::InvalidKey) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Self::UpstreamAnswered(answer) = self {
+            response.headers_mut().extend(answer.headers);
+        }
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }
@@ -124,6 +153,34 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_answer_keeps_its_status_body_and_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let body = error_body("slow down", "rate_limit_error", None, "rate_limited");
+        let err = ApiError::UpstreamAnswered(Box::new(UpstreamAnswer {
+            upstream: "a".into(),
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: body.clone(),
+            headers,
+        }));
+        assert_eq!(err.body(), body);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn no_available_upstream_is_503_in_openai_shape() {
+        let err = ApiError::NoUpstreamAvailable { model: "m".into() };
+        let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["type"], "server_error");
+        assert_eq!(v["error"]["code"], "upstream_unavailable");
+    }
 
     #[test]
     fn body_has_openai_shape() {

@@ -11,7 +11,7 @@ pub(crate) mod error;
 mod fallback;
 mod models;
 
-pub(crate) use error::{ApiError, error_body};
+pub(crate) use error::{ApiError, UpstreamAnswer, error_body};
 
 use axum::Router;
 use axum::routing::{get, post};

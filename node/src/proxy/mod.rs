@@ -1,82 +1,151 @@
-//! The proxy engine: the route table, upstream endpoints with their clients and timeouts, and
-//! relaying an upstream's answer to the client.
+//! The proxy engine: the route table, choosing targets, upstream endpoints with their clients
+//! and health probes, one attempt at a time, and failing over between attempts.
+//!
+//! [`forward`] is one request's whole journey upstream: pick a target (pick.rs), try it
+//! (attempt.rs), and on a failure that leaves the request retry-safe, pick the next one, within
+//! the request's attempt limit and the node's retry budget. Every attempt's outcome goes to its
+//! upstream's actor by cast; nothing here awaits an actor.
 
+mod attempt;
 mod body;
+mod pick;
+mod probe;
 mod routes;
+mod status;
 mod upstream;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aigw_actors::{SessionKey, UpstreamPolicy, UpstreamSpec};
+use aigw_cluster::StateSnapshot;
+use aigw_config::UpstreamId;
 use axum::body::Body;
+use axum::response::IntoResponse as _;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderMap, HeaderName};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
-pub(crate) use routes::{RouteTable, RouteTarget};
+pub(crate) use routes::{ModelRoute, RouteTable, RouteTarget};
+#[allow(unused_imports)] // mounted by the admin listener (cluster issue)
+pub(crate) use status::upstreams_status;
+pub(crate) use upstream::UpstreamEndpoint;
 
 use crate::openai::{ApiError, error_body};
-use body::TimedBody;
+use crate::state::AppState;
+use attempt::attempts_header;
+use pick::Picker;
 
 /// How much of an upstream's error body we read to relay it.
 const MAX_UPSTREAM_ERROR_BODY: usize = 64 * 1024;
 
-/// Names the upstream that served a response.
+/// Names the upstream that served a response (or gave the error relayed).
 static X_AIGW_UPSTREAM: HeaderName = HeaderName::from_static("x-aigw-upstream");
+/// How many upstream attempts the response took, the successful one included.
+static X_AIGW_ATTEMPTS: HeaderName = HeaderName::from_static("x-aigw-attempts");
 
-/// POSTs a JSON `body` to `path` on the target's upstream and relays the answer: success
-/// bodies stream through, error bodies are relayed in OpenAI's shape with the upstream status.
-pub(crate) async fn forward_json(
-    target: &RouteTarget,
+/// A request's answer and how it was obtained, for the request log.
+pub(crate) struct Forwarded {
+    pub response: Response<Body>,
+    /// The upstream of the last attempt, if there was one.
+    pub upstream: Option<Arc<str>>,
+    pub attempts: u32,
+}
+
+/// Forwards one request for `model` to `path` on the best available target, failing over to
+/// the next on a connect error, a timeout before the response head, a 5xx or a 429, while
+/// the request's attempt limit and the node's retry budget allow. `body_for` makes the body
+/// for a target (its upstream model name spliced in). When every attempt fails, the client
+/// gets the last error.
+pub(crate) async fn forward(
+    state: &AppState,
+    model: &str,
+    route: &ModelRoute,
     path: &str,
-    body: Bytes,
-) -> Result<Response<Body>, ApiError> {
-    let upstream = &target.upstream;
-    let deadline = Instant::now() + upstream.timeouts.total;
-    let mut request = Request::post(upstream.uri(path)?)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .map_err(|_| ApiError::Internal)?;
-    if let Some(authorization) = upstream.authorization() {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, authorization.clone());
+    session: Option<SessionKey>,
+    body_for: impl Fn(&RouteTarget) -> Bytes,
+) -> Forwarded {
+    let bound = session.and_then(|s| state.sessions.bound_upstream(s));
+    let mut picker = Picker::new(route, session, bound);
+    state.retry_budget.record_request();
+    let mut attempts = 0;
+    let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
+    while attempts < state.max_attempts {
+        let Some((target, ticket)) = picker.next() else {
+            break;
+        };
+        if attempts > 0 && !state.retry_budget.try_retry() {
+            tracing::debug!(model, "retry budget spent; no further attempt");
+            break;
+        }
+        attempts += 1;
+        match attempt::run(target, ticket, path, body_for(target)).await {
+            Ok(response) => {
+                if let Some(session) = session {
+                    state.sessions.served(session, &target.upstream.id);
+                }
+                return finish(response, Some(target), attempts);
+            }
+            Err(error) => {
+                let fails_over = error.fails_over();
+                tracing::debug!(
+                    upstream = %target.upstream.id,
+                    kind = ?error.kind,
+                    fails_over,
+                    "attempt failed"
+                );
+                last = Some((target, error));
+                if !fails_over {
+                    break;
+                }
+            }
+        }
     }
-    let response = upstream.send(request, deadline).await?;
-    let (parts, incoming) = response.into_parts();
-    let event_stream = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mut headers = relayed_headers(&parts.headers);
-    headers.insert(
-        X_AIGW_UPSTREAM.clone(),
-        HeaderValue::from_str(&upstream.id).map_err(|_| ApiError::Internal)?,
-    );
-
-    if !parts.status.is_success() {
-        let relayed = relay_error(parts.status, incoming, &upstream.id, deadline).await;
-        let mut response = Response::new(Body::from(relayed));
-        *response.status_mut() = parts.status;
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        *response.headers_mut() = headers;
-        return Ok(response);
+    match last {
+        Some((target, error)) => finish(error.error.into_response(), Some(target), attempts),
+        None => {
+            let error = ApiError::NoUpstreamAvailable {
+                model: model.to_owned(),
+            };
+            finish(error.into_response(), None, attempts)
+        }
     }
+}
 
-    let body = TimedBody::new(
-        incoming,
-        upstream.timeouts.idle,
-        deadline,
-        event_stream,
-        upstream.id.clone(),
-    );
-    let mut response = Response::new(Body::new(body));
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = headers;
-    Ok(response)
+fn finish(mut response: Response<Body>, target: Option<&RouteTarget>, attempts: u32) -> Forwarded {
+    let headers = response.headers_mut();
+    if let Some(target) = target {
+        headers.insert(X_AIGW_UPSTREAM.clone(), target.upstream.id_header.clone());
+    }
+    headers.insert(X_AIGW_ATTEMPTS.clone(), attempts_header(attempts));
+    Forwarded {
+        response,
+        upstream: target.map(|t| Arc::clone(&t.upstream.id)),
+        attempts,
+    }
+}
+
+/// Every upstream's endpoint (client, credentials, timeouts), by id.
+pub(crate) type Endpoints = HashMap<UpstreamId, Arc<UpstreamEndpoint>>;
+
+/// The upstream endpoints of a snapshot, and the actor specs (settings and probe) for them.
+pub(crate) fn endpoints(
+    snapshot: &StateSnapshot,
+) -> Result<(Endpoints, Vec<UpstreamSpec>), String> {
+    let mut endpoints = HashMap::new();
+    let mut specs = Vec::new();
+    for settings in &snapshot.upstreams {
+        let endpoint = UpstreamEndpoint::new(settings)?;
+        specs.push(UpstreamSpec {
+            id: endpoint.id.clone(),
+            policy: UpstreamPolicy::of(settings),
+            probe: Arc::new(endpoint.probe(&settings.health.path)?),
+        });
+        endpoints.insert(settings.id.clone(), Arc::new(endpoint));
+    }
+    Ok((endpoints, specs))
 }
 
 /// An upstream's error, as OpenAI's error JSON: its own body when it already is one, otherwise
@@ -128,7 +197,7 @@ fn relayed_headers(upstream: &HeaderMap) -> HeaderMap {
         "date",
         "server",
     ];
-    let mut headers = HeaderMap::with_capacity(upstream.len() + 1);
+    let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
     for (name, value) in upstream {
         if !DROPPED.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());

@@ -1,35 +1,44 @@
-//! The route table: public model name -> the targets that serve it, built from a state
-//! snapshot and read by the request path without locks.
+//! The route table: public model name -> its targets in priority tiers and the strategy that
+//! picks among them, built from a state snapshot and read by the request path without locks.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use aigw_actors::WeightedRotation;
+use aigw_actors::{UpstreamHandle, Upstreams, WeightedRotation};
 use aigw_cluster::StateSnapshot;
+use aigw_config::Strategy;
 
+use super::Endpoints;
 use super::upstream::UpstreamEndpoint;
 
 /// One way to serve a public model: an upstream and the model name it knows.
 #[derive(Debug)]
 pub(crate) struct RouteTarget {
     pub upstream: Arc<UpstreamEndpoint>,
+    /// What the upstream's actor publishes (health, breaker, load) and the attempt door.
+    pub handle: Arc<UpstreamHandle>,
     /// The upstream's model name, already encoded as a JSON string for splicing.
     pub model_json: Box<str>,
+    pub weight: u32,
+}
+
+/// Targets of one priority, as a range of `ModelRoute::targets`.
+#[derive(Debug)]
+pub(crate) struct Tier {
+    pub range: Range<usize>,
+    /// Smooth weighted round-robin over the tier's targets (indices relative to the tier).
+    pub rotation: WeightedRotation,
 }
 
 #[derive(Debug)]
 pub(crate) struct ModelRoute {
-    /// Targets of the best priority tier (lowest `priority`). Lower tiers take traffic only
-    /// through failover, which comes with upstream health (routing issue).
-    targets: Vec<RouteTarget>,
-    rotation: WeightedRotation,
-}
-
-impl ModelRoute {
-    /// The target for the next request, by smooth weighted round-robin.
-    pub fn pick(&self) -> Option<&RouteTarget> {
-        self.rotation.pick().map(|i| &self.targets[i])
-    }
+    pub strategy: Strategy,
+    /// Sorted by priority, best first; settings order within a priority. At most 64, so a
+    /// set of targets fits a `u64` mask.
+    pub targets: Vec<RouteTarget>,
+    /// In priority order: a tier is used only when no target of the tiers before it is.
+    pub tiers: Vec<Tier>,
 }
 
 #[derive(Debug, Default)]
@@ -40,40 +49,60 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn build(snapshot: &StateSnapshot) -> Result<Self, String> {
-        let mut upstreams = HashMap::new();
-        for settings in &snapshot.upstreams {
-            let endpoint = UpstreamEndpoint::new(settings)?;
-            upstreams.insert(settings.id.clone(), Arc::new(endpoint));
-        }
+    pub fn build(
+        snapshot: &StateSnapshot,
+        endpoints: &Endpoints,
+        upstreams: &Upstreams,
+    ) -> Result<Self, String> {
         let mut models = HashMap::new();
         let mut names = Vec::new();
         for model in &snapshot.models {
-            let best_tier = model.targets.iter().map(|t| t.priority).min();
-            let tier: Vec<_> = model
-                .targets
-                .iter()
-                .filter(|t| Some(t.priority) == best_tier)
-                .collect();
-            let targets = tier
+            if model.targets.len() > u64::BITS as usize {
+                return Err(format!("model `{}`: more than 64 targets", model.name));
+            }
+            let mut settings: Vec<_> = model.targets.iter().collect();
+            settings.sort_by_key(|t| t.priority);
+            let targets = settings
                 .iter()
                 .map(|t| {
-                    let upstream = upstreams.get(&t.upstream).cloned().ok_or_else(|| {
-                        format!("model `{}`: unknown upstream `{}`", model.name, t.upstream)
-                    })?;
+                    let unknown =
+                        || format!("model `{}`: unknown upstream `{}`", model.name, t.upstream);
+                    let upstream = endpoints.get(&t.upstream).cloned().ok_or_else(unknown)?;
+                    let handle = upstreams
+                        .get(t.upstream.as_str())
+                        .cloned()
+                        .ok_or_else(unknown)?;
                     let model_json = serde_json::to_string(&t.model)
                         .expect("a string always serialises")
                         .into_boxed_str();
                     Ok(RouteTarget {
                         upstream,
+                        handle,
                         model_json,
+                        weight: t.weight,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let weights: Vec<u32> = tier.iter().map(|t| t.weight).collect();
+            let mut tiers = Vec::new();
+            let mut start = 0;
+            while start < settings.len() {
+                let priority = settings[start].priority;
+                let end = start
+                    + settings[start..]
+                        .iter()
+                        .take_while(|t| t.priority == priority)
+                        .count();
+                let weights: Vec<u32> = settings[start..end].iter().map(|t| t.weight).collect();
+                tiers.push(Tier {
+                    range: start..end,
+                    rotation: WeightedRotation::new(&weights),
+                });
+                start = end;
+            }
             let route = ModelRoute {
+                strategy: model.strategy,
                 targets,
-                rotation: WeightedRotation::new(&weights),
+                tiers,
             };
             names.push(model.name.clone());
             models.insert(model.name.clone(), route);

@@ -1,5 +1,5 @@
-//! One upstream as the proxy sees it: where it is, how to authenticate to it, its timeouts, and
-//! its own pooled HTTP client.
+//! One upstream as the proxy sees it: where it is, how to authenticate to it, its timeouts, its
+//! own pooled HTTP client, and how a failure to reach it is classified for failover.
 //!
 //! Each upstream gets its own client because the connect timeout is a property of the
 //! connector, and the connector is shared by a client's whole pool.
@@ -17,12 +17,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::attempt::{AttemptError, FailureKind};
+use super::probe::HttpProbe;
 use crate::openai::ApiError;
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 pub(crate) struct UpstreamEndpoint {
     pub id: Arc<str>,
+    /// `id` as the value of `x-aigw-upstream`, made once (ids are header-safe by validation).
+    pub id_header: HeaderValue,
     /// `base_url` without a trailing slash, e.g. `http://127.0.0.1:9001/v1`.
     base_url: String,
     /// `Bearer <api_key>`, marked sensitive so it never shows in a debug dump of headers.
@@ -56,8 +60,11 @@ impl UpstreamEndpoint {
             }
             None => None,
         };
+        let id_header = HeaderValue::from_str(settings.id.as_str())
+            .map_err(|_| format!("upstream `{}`: id is not a valid header value", settings.id))?;
         Ok(Self {
             id: settings.id.as_str().into(),
+            id_header,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
             authorization,
             timeouts: settings.timeouts.clone(),
@@ -76,50 +83,88 @@ impl UpstreamEndpoint {
         self.authorization.as_ref()
     }
 
+    /// The active health probe of this upstream, sharing its connection pool. `path` starting
+    /// with `/` is on the upstream's host; otherwise it is relative to `base_url`.
+    pub fn probe(&self, path: &str) -> Result<HttpProbe, String> {
+        let url = match path.strip_prefix('/') {
+            Some(absolute) => {
+                let base: Uri = self.base_url.parse().map_err(|_| self.bad_probe(path))?;
+                let scheme = base.scheme_str().ok_or_else(|| self.bad_probe(path))?;
+                let authority = base.authority().ok_or_else(|| self.bad_probe(path))?;
+                format!("{scheme}://{authority}/{absolute}")
+            }
+            None => format!("{}/{path}", self.base_url),
+        };
+        let uri = url.parse().map_err(|_| self.bad_probe(path))?;
+        Ok(HttpProbe::new(
+            uri,
+            self.authorization.clone(),
+            self.client.clone(),
+        ))
+    }
+
+    fn bad_probe(&self, path: &str) -> String {
+        format!(
+            "upstream `{}`: health.path {path:?} does not make a URL",
+            self.id
+        )
+    }
+
     /// Sends `request` and waits for the response head, within the head timeout and what is
-    /// left of the request's total deadline.
+    /// left of the attempt's total deadline.
     pub async fn send(
         &self,
         request: Request<Body>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, ApiError> {
+    ) -> Result<Response<Incoming>, AttemptError> {
         let head_deadline = deadline.min(tokio::time::Instant::now() + self.timeouts.response_head);
         match tokio::time::timeout_at(head_deadline, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(&err)),
-            Err(_) if head_deadline == deadline => Err(self.timeout("total time limit reached")),
-            Err(_) => Err(self.timeout("no response head within the response_head timeout")),
+            Err(_) if head_deadline == deadline => {
+                Err(self.timeout(FailureKind::HeadTimeout, "total time limit reached"))
+            }
+            Err(_) => Err(self.timeout(
+                FailureKind::HeadTimeout,
+                "no response head within the response_head timeout",
+            )),
         }
     }
 
-    pub fn timeout(&self, phase: &'static str) -> ApiError {
-        ApiError::UpstreamTimeout {
-            upstream: self.id.to_string(),
-            phase,
-        }
+    pub fn timeout(&self, kind: FailureKind, phase: &'static str) -> AttemptError {
+        AttemptError::before_first_byte(
+            kind,
+            ApiError::UpstreamTimeout {
+                upstream: self.id.to_string(),
+                phase,
+            },
+        )
     }
 
     /// A connect that timed out is a timeout (504); any other failure to reach the upstream or
-    /// to get its answer is a bad gateway (502).
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> ApiError {
+    /// to get its answer is a bad gateway (502). Either way nothing reached the client yet.
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> AttemptError {
         let mut source = err.source();
         while let Some(cause) = source {
             if let Some(io) = cause.downcast_ref::<std::io::Error>()
                 && io.kind() == std::io::ErrorKind::TimedOut
             {
-                return self.timeout("connect timed out");
+                return self.timeout(FailureKind::Connect, "connect timed out");
             }
             source = cause.source();
         }
-        let detail = if err.is_connect() {
-            "connection failed".to_owned()
+        let (kind, detail) = if err.is_connect() {
+            (FailureKind::Connect, "connection failed")
         } else {
-            "connection closed before a response".to_owned()
+            (FailureKind::Closed, "connection closed before a response")
         };
-        ApiError::UpstreamUnreachable {
-            upstream: self.id.to_string(),
-            detail,
-        }
+        AttemptError::before_first_byte(
+            kind,
+            ApiError::UpstreamUnreachable {
+                upstream: self.id.to_string(),
+                detail: detail.to_owned(),
+            },
+        )
     }
 }
 
@@ -138,4 +183,38 @@ fn build_client(timeouts: &UpstreamTimeouts) -> HttpsClient {
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .build(https)
+}
+
+#[cfg(test)]
+mod tests {
+    use aigw_config::{BreakerSettings, HealthCheckSettings, UpstreamId, UpstreamKind};
+
+    use super::*;
+
+    fn endpoint(base_url: &str) -> UpstreamEndpoint {
+        crate::install_crypto_provider();
+        UpstreamEndpoint::new(&UpstreamSettings {
+            id: UpstreamId::new("a".into()).unwrap(),
+            kind: UpstreamKind::OpenAi,
+            base_url: base_url.into(),
+            api_key: None,
+            timeouts: UpstreamTimeouts::default(),
+            health: HealthCheckSettings::default(),
+            breaker: BreakerSettings::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_probe_path_with_a_slash_is_on_the_host_and_one_without_is_under_base_url() {
+        let upstream = endpoint("https://api.example.com:8443/openai/v1");
+        assert_eq!(
+            upstream.probe("/health").unwrap().uri().to_string(),
+            "https://api.example.com:8443/health"
+        );
+        assert_eq!(
+            upstream.probe("models").unwrap().uri().to_string(),
+            "https://api.example.com:8443/openai/v1/models"
+        );
+    }
 }

@@ -1,0 +1,211 @@
+//! One attempt of a request on one upstream, and how it can fail.
+//!
+//! An attempt ends in one of three ways: a response the client gets (a 2xx whose first body
+//! frame has arrived, or an upstream 4xx that another upstream would answer the same way), or
+//! an [`AttemptError`] that says what went wrong and whether the request may still go
+//! elsewhere. Whether to fail over is decided from the error's kind and its retry-safe flag,
+//! never from its text.
+//!
+//! A 2xx response is committed only once its first body frame is here: until then nothing
+//! has reached the client, so a connection that breaks or stalls before the first byte is
+//! still a failover, streaming included. After that, a failure can only end the stream
+//! (body.rs).
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use aigw_actors::{Attempt, AttemptResult};
+
+use super::body::{FirstFrame, TimedBody};
+use super::routes::RouteTarget;
+use super::{relay_error, relayed_headers};
+use crate::openai::{ApiError, UpstreamAnswer};
+
+/// What failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// No connection (refused, reset, connect timeout): the request never left.
+    Connect,
+    /// No response head in time.
+    HeadTimeout,
+    /// The connection closed before a response head.
+    Closed,
+    /// The upstream answered this status.
+    Status(StatusCode),
+    /// A 2xx head came, then the body broke or stalled before its first byte.
+    BeforeFirstByte,
+}
+
+impl FailureKind {
+    /// Whether this says something is wrong with the upstream (and another may do better):
+    /// everything but an upstream's 4xx other than 429, which is about the request.
+    pub fn is_upstream_failure(self) -> bool {
+        match self {
+            Self::Status(status) => {
+                status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Why an attempt did not produce a response for the client.
+#[derive(Debug)]
+pub(crate) struct AttemptError {
+    pub kind: FailureKind,
+    /// Nothing of this attempt has reached the client, so another attempt may answer instead.
+    pub retry_safe: bool,
+    /// What the client gets if this is the last attempt.
+    pub error: ApiError,
+}
+
+impl AttemptError {
+    pub fn before_first_byte(kind: FailureKind, error: ApiError) -> Self {
+        Self {
+            kind,
+            retry_safe: true,
+            error,
+        }
+    }
+
+    /// Whether the request should go to the next candidate.
+    pub fn fails_over(&self) -> bool {
+        self.retry_safe && self.kind.is_upstream_failure()
+    }
+}
+
+/// POSTs `body` to `path` on the target's upstream, reporting the outcome through `attempt`.
+pub(crate) async fn run(
+    target: &RouteTarget,
+    mut attempt: Attempt,
+    path: &str,
+    body: Bytes,
+) -> Result<Response<Body>, AttemptError> {
+    let upstream = &target.upstream;
+    let deadline = Instant::now() + upstream.timeouts.total;
+    let mut request = Request::post(upstream.uri(path).map_err(internal)?)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|_| internal(ApiError::Internal))?;
+    if let Some(authorization) = upstream.authorization() {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization.clone());
+    }
+    let response = match upstream.send(request, deadline).await {
+        Ok(response) => response,
+        Err(error) => {
+            attempt.finish(AttemptResult::Failure);
+            return Err(error);
+        }
+    };
+    attempt.head_received();
+    let (parts, incoming) = response.into_parts();
+    let headers = relayed_headers(&parts.headers);
+
+    if !parts.status.is_success() {
+        let kind = FailureKind::Status(parts.status);
+        attempt.finish(if kind.is_upstream_failure() {
+            AttemptResult::Failure
+        } else {
+            // The upstream is fine; the request is not.
+            AttemptResult::Success
+        });
+        let body = relay_error(parts.status, incoming, &upstream.id, deadline).await;
+        let error = ApiError::UpstreamAnswered(Box::new(UpstreamAnswer {
+            upstream: upstream.id.to_string(),
+            status: parts.status,
+            body,
+            headers,
+        }));
+        return Err(AttemptError::before_first_byte(kind, error));
+    }
+
+    let event_stream = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = TimedBody::new(
+        incoming,
+        upstream.timeouts.idle,
+        deadline,
+        event_stream,
+        upstream.id.clone(),
+        attempt,
+    );
+    match body.first_frame().await {
+        FirstFrame::Arrived => {}
+        FirstFrame::Stalled(phase) => {
+            return Err(upstream.timeout(FailureKind::BeforeFirstByte, phase));
+        }
+        FirstFrame::Broke => {
+            return Err(AttemptError::before_first_byte(
+                FailureKind::BeforeFirstByte,
+                ApiError::UpstreamUnreachable {
+                    upstream: upstream.id.to_string(),
+                    detail: "the response broke off before its first byte".to_owned(),
+                },
+            ));
+        }
+    }
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// A failure of ours, not the upstream's: answered as is, never failed over.
+fn internal(error: ApiError) -> AttemptError {
+    AttemptError {
+        kind: FailureKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
+        retry_safe: false,
+        error,
+    }
+}
+
+/// The value of `x-aigw-attempts`.
+pub(crate) fn attempts_header(attempts: u32) -> HeaderValue {
+    HeaderValue::from(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(kind: FailureKind, retry_safe: bool) -> AttemptError {
+        AttemptError {
+            kind,
+            retry_safe,
+            error: ApiError::Internal,
+        }
+    }
+
+    #[test]
+    fn connect_errors_timeouts_5xx_and_429_fail_over() {
+        for kind in [
+            FailureKind::Connect,
+            FailureKind::HeadTimeout,
+            FailureKind::Closed,
+            FailureKind::BeforeFirstByte,
+            FailureKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE),
+            FailureKind::Status(StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            assert!(error(kind, true).fails_over(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn client_errors_and_anything_not_retry_safe_do_not_fail_over() {
+        for status in [400, 401, 404, 413, 422] {
+            let kind = FailureKind::Status(StatusCode::from_u16(status).unwrap());
+            assert!(!error(kind, true).fails_over(), "{status}");
+            assert!(!kind.is_upstream_failure());
+        }
+        assert!(!error(FailureKind::Connect, false).fails_over());
+    }
+}
