@@ -32,5 +32,5 @@ pub use node::{
 };
 pub use raft::NodeId;
 pub use raft::store::StoreError;
-pub use settings::{Settings, parse_settings, settings_from_config_text};
+pub use settings::{EnvLookup, Settings, parse_settings, process_env, redact_settings};
 pub use snapshot::{ClusterState, StateSnapshot, bootstrap_command};

@@ -22,6 +22,7 @@ use crate::gossip::{Advertised, Gossip, GossipMember};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{LogStore, Network, Node, NodeId, PeerClient, Raft, StateStore};
 use crate::rpc::{self, ForwardError, JoinRequest};
+use crate::settings::EnvLookup;
 use crate::snapshot::{ClusterState, Publisher, StateSnapshot};
 
 /// Timings of Raft and gossip. The defaults suit nodes on one LAN.
@@ -52,7 +53,7 @@ impl Default for ClusterTiming {
 }
 
 /// Everything a node needs to take part in a cluster.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterOptions {
     pub node_id: NodeId,
     /// Names the cluster; stored in the data dir and checked on every node-to-node call.
@@ -68,6 +69,8 @@ pub struct ClusterOptions {
     pub bootstrap: Command,
     pub advertised: Advertised,
     pub timing: ClusterTiming,
+    /// Resolves `${ENV}` references in the settings document on this node.
+    pub env: EnvLookup,
 }
 
 /// Why a cluster operation failed.
@@ -152,6 +155,7 @@ impl ClusterNode {
             bootstrap,
             advertised,
             timing,
+            env,
         } = options;
         let db = {
             let (dir, name) = (data_dir.clone(), cluster_name.clone());
@@ -160,12 +164,10 @@ impl ClusterNode {
                 .map_err(|e| ClusterError::Start(e.to_string()))??
         };
         let state = ClusterState::new(StateSnapshot::default());
-        let state_store =
-            StateStore::open(db.clone(), Publisher::new(state.clone())).map_err(|what| {
-                StoreError::Corrupt {
-                    path: data_dir.join("raft.redb"),
-                    what,
-                }
+        let state_store = StateStore::open(db.clone(), Publisher::new(state.clone(), env))
+            .map_err(|what| StoreError::Corrupt {
+                path: data_dir.join("raft.redb"),
+                what,
             })?;
         let listener = TcpListener::bind(listen)
             .await

@@ -10,9 +10,21 @@ pub struct Settings {
     pub models: Vec<ModelSettings>,
 }
 
-/// Parses and validates a settings document, resolving `${ENV}` from this process's
-/// environment. Errors name the key and what was expected.
-pub fn parse_settings(text: &str) -> Result<Settings, String> {
+/// Where a node looks up `${NAME}` references: the process environment in production, a map
+/// in tests.
+pub type EnvLookup = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process environment as an `EnvLookup`.
+pub fn process_env() -> EnvLookup {
+    std::sync::Arc::new(|name| std::env::var(name).ok())
+}
+
+/// Parses and validates a settings document, resolving `${ENV}` with `env`. Errors name the
+/// key and what was expected.
+pub fn parse_settings(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| format!("settings: {e}"))?;
     if let Some(other) = table.keys().find(|k| *k != "upstreams" && *k != "models") {
         return Err(format!(
@@ -31,7 +43,7 @@ pub fn parse_settings(text: &str) -> Result<Settings, String> {
     full.insert("node".into(), toml::Value::Table(node));
     full.insert("bootstrap".into(), toml::Value::Table(table));
     let wrapped = toml::to_string(&full).map_err(|e| format!("settings: {e}"))?;
-    let config = aigw_config::parse(&wrapped, "settings").map_err(|errors| {
+    let config = aigw_config::parse_with_env(&wrapped, "settings", env).map_err(|errors| {
         errors
             .as_slice()
             .iter()
@@ -45,16 +57,31 @@ pub fn parse_settings(text: &str) -> Result<Settings, String> {
     })
 }
 
-/// The settings document held in a config file's `[bootstrap]` (without its keys), exactly as
-/// written: `${ENV}` references are kept, not resolved.
-pub fn settings_from_config_text(config_text: &str) -> Result<String, String> {
-    let mut table: toml::Table = toml::from_str(config_text).map_err(|e| e.to_string())?;
-    let mut settings = match table.remove("bootstrap") {
-        Some(toml::Value::Table(bootstrap)) => bootstrap,
-        _ => toml::Table::new(),
+/// The document with every credential that is written literally (not as a `${ENV}`
+/// reference) replaced by `"***"`: what may be shown to an operator or printed in a diff.
+pub fn redact_settings(text: &str) -> String {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return String::new();
     };
-    settings.remove("keys");
-    toml::to_string(&settings).map_err(|e| e.to_string())
+    if let Some(toml::Value::Array(upstreams)) = table.get_mut("upstreams") {
+        for upstream in upstreams.iter_mut() {
+            if let Some(toml::Value::String(key)) =
+                upstream.as_table_mut().and_then(|u| u.get_mut("api_key"))
+                && !is_env_reference(key)
+            {
+                *key = "***".to_owned();
+            }
+        }
+    }
+    toml::to_string(&table).unwrap_or_default()
+}
+
+/// `${NAME}` and nothing else.
+fn is_env_reference(value: &str) -> bool {
+    value
+        .strip_prefix("${")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .is_some_and(|name| !name.is_empty() && !name.contains(['$', '{', '}']))
 }
 
 #[cfg(test)]
@@ -81,18 +108,44 @@ name = "k"
 secret = "sk-secret-123"
 "#;
 
+    fn env(name: &str) -> Option<String> {
+        (name == "SOME_UPSTREAM_KEY").then(|| "upstream-secret".to_owned())
+    }
+
     #[test]
     fn bootstrap_settings_keep_env_references_and_drop_keys() {
-        let doc = settings_from_config_text(CONFIG).unwrap();
+        let config = aigw_config::parse_with_env(CONFIG, "c.toml", &env).unwrap();
+        let doc = &config.bootstrap.settings_toml;
         assert!(doc.contains("${SOME_UPSTREAM_KEY}"));
         assert!(!doc.contains("sk-secret-123"));
         assert!(doc.contains("[[upstreams]]") && doc.contains("[[models]]"));
+        let settings = parse_settings(doc, &env).unwrap();
+        assert_eq!(
+            settings.upstreams[0].api_key.as_ref().unwrap().expose(),
+            "upstream-secret"
+        );
+        assert!(
+            parse_settings(doc, &|_| None)
+                .unwrap_err()
+                .contains("SOME_UPSTREAM_KEY")
+        );
+    }
+
+    #[test]
+    fn literal_credentials_are_redacted_and_references_kept() {
+        let doc = "[[upstreams]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\napi_key = \"sk-literal\"\n\n[[upstreams]]\nid = \"b\"\nkind = \"openai\"\nbase_url = \"http://h:2/v1\"\napi_key = \"${B_KEY}\"\n";
+        let shown = redact_settings(doc);
+        assert!(!shown.contains("sk-literal"), "{shown}");
+        assert!(
+            shown.contains("${B_KEY}") && shown.contains("***"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn a_document_parses_into_typed_settings() {
         let doc = "[[upstreams]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"a\", model = \"x\" }]\n";
-        let settings = parse_settings(doc).unwrap();
+        let settings = parse_settings(doc, &env).unwrap();
         assert_eq!(settings.upstreams[0].id.as_str(), "a");
         assert_eq!(settings.models[0].targets[0].model, "x");
     }
@@ -101,10 +154,11 @@ secret = "sk-secret-123"
     fn invalid_documents_say_which_key_is_wrong() {
         let err = parse_settings(
             "[[models]]\nname = \"m\"\ntargets = [{ upstream = \"nope\", model = \"x\" }]\n",
+            &env,
         )
         .unwrap_err();
         assert!(err.contains("models[0].targets[0].upstream"), "{err}");
-        let err = parse_settings("keys = []").unwrap_err();
+        let err = parse_settings("keys = []", &env).unwrap_err();
         assert!(err.contains("unknown key `keys`"), "{err}");
     }
 }

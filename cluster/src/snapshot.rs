@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use crate::command::Command;
 use crate::keys::KeyTable;
 use crate::model::{AllowedModels, KeyId, KeyRecord, KeySecretHash};
-use crate::settings::parse_settings;
+use crate::settings::{EnvLookup, parse_settings};
 use crate::state_machine::StateMachineData;
 
 /// One consistent version of the cluster state.
@@ -80,12 +80,17 @@ pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64)
 #[derive(Debug, Clone)]
 pub struct ClusterState {
     current: Arc<ArcSwap<StateSnapshot>>,
+    /// The version of the last published snapshot, for those who react to changes (route
+    /// rebuilds); the request path never waits on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl ClusterState {
     pub fn new(initial: StateSnapshot) -> Self {
+        let (changes, _) = tokio::sync::watch::channel(initial.version);
         Self {
             current: Arc::new(ArcSwap::from_pointee(initial)),
+            changes: Arc::new(changes),
         }
     }
 
@@ -94,19 +99,27 @@ impl ClusterState {
         self.current.load_full()
     }
 
+    /// Notified after every publish.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn store(&self, next: StateSnapshot) {
+        let version = next.version;
         self.current.store(Arc::new(next));
+        self.changes.send_replace(version);
     }
 }
 
 /// Turns applied state into snapshots. Settings are parsed only when their revision changes.
 pub(crate) struct Publisher {
     state: ClusterState,
+    env: EnvLookup,
 }
 
 impl Publisher {
-    pub fn new(state: ClusterState) -> Self {
-        Self { state }
+    pub fn new(state: ClusterState, env: EnvLookup) -> Self {
+        Self { state, env }
     }
 
     pub fn publish(&self, data: &StateMachineData) {
@@ -124,7 +137,7 @@ impl Publisher {
         if data.settings.revision != previous.settings_revision || previous.version == 0 {
             next.settings_revision = data.settings.revision;
             next.settings_toml = Arc::from(data.settings.toml.as_str());
-            match parse_settings(&data.settings.toml) {
+            match parse_settings(&data.settings.toml, &*self.env) {
                 Ok(settings) => {
                     next.upstreams = settings.upstreams;
                     next.models = settings.models;

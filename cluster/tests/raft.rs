@@ -104,6 +104,7 @@ async fn cluster(size: u64, timing: ClusterTiming, dirs: &tempfile::TempDir) -> 
                 ..Advertised::default()
             },
             timing: timing.clone(),
+            env: aigw_cluster::process_env(),
         };
         let node = ClusterNode::start(options.clone()).await.unwrap();
         nodes.push(TestNode {
@@ -365,6 +366,7 @@ async fn a_node_joins_as_a_voter_and_is_removed() {
         bootstrap: bootstrap(),
         advertised: Advertised::default(),
         timing: timing(),
+        env: aigw_cluster::process_env(),
     };
     let first = ClusterNode::start(options(1, first_addr, None))
         .await

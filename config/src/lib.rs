@@ -29,10 +29,11 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminSettings, Bootstrap, BreakerSettings, Config, HealthCheckSettings, InvalidUpstreamId,
-    KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess, ModelSettings, NodeSettings,
-    Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings,
-    UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
+    HealthCheckSettings, InvalidUpstreamId, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL,
+    ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings,
+    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
+    UpstreamTimeouts,
 };
 pub use secret::Secret;
 
@@ -71,5 +72,19 @@ pub fn parse_with_env(
             .map_err(|e| at.deserialize(&e))
     })
     .map_err(ConfigErrors::one)?;
-    validate::validate(raw, &at)
+    let mut config = validate::validate(raw, &at)?;
+    config.bootstrap.settings_toml = bootstrap_settings_as_written(text);
+    Ok(config)
+}
+
+/// The `[bootstrap]` table of a (valid) config text without its keys, as a TOML document with
+/// `[[upstreams]]` and `[[models]]`, strings as written (no interpolation).
+fn bootstrap_settings_as_written(text: &str) -> String {
+    let mut table: toml::Table = toml::from_str(text).unwrap_or_default();
+    let mut settings = match table.remove("bootstrap") {
+        Some(toml::Value::Table(bootstrap)) => bootstrap,
+        _ => toml::Table::new(),
+    };
+    settings.remove("keys");
+    toml::to_string(&settings).unwrap_or_default()
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub node: NodeSettings,
     pub server: ServerSettings,
     pub routing: RoutingSettings,
+    pub cluster: ClusterSettings,
     pub admin: Option<AdminSettings>,
     pub bootstrap: Bootstrap,
 }
@@ -56,6 +57,51 @@ impl Default for ServerSettings {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[cluster]`: how this node forms or joins a cluster, and Raft's and gossip's timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Stored in the data dir and checked on every node-to-node call.
+    pub name: String,
+    /// The members that form a new cluster; empty: this node alone. When non-empty it lists
+    /// this node, at `node.cluster_listen`.
+    pub initial_members: Vec<ClusterMember>,
+    /// Join an existing cluster through this member's cluster address (`--join` overrides).
+    pub join: Option<SocketAddr>,
+    pub heartbeat: Duration,
+    /// Greater than `heartbeat`.
+    pub election_timeout_min: Duration,
+    /// Greater than `election_timeout_min`.
+    pub election_timeout_max: Duration,
+    /// How long an admin write or linearizable read may wait for a leader and a quorum.
+    pub write_timeout: Duration,
+    /// Log entries between snapshots; at least 10.
+    pub snapshot_every: u64,
+    pub gossip_interval: Duration,
+}
+
+/// One `"ID@HOST:PORT"` of `cluster.initial_members`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            name: "aigw".to_owned(),
+            initial_members: Vec::new(),
+            join: None,
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
+            write_timeout: Duration::from_secs(5),
+            snapshot_every: 10_000,
+            gossip_interval: Duration::from_millis(200),
         }
     }
 }
@@ -150,11 +196,30 @@ pub struct AdminSettings {
 }
 
 /// `[bootstrap]`: the upstreams, models and keys a new cluster starts with.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Bootstrap {
     pub upstreams: Vec<UpstreamSettings>,
     pub models: Vec<ModelSettings>,
     pub keys: Vec<KeySettings>,
+    /// `upstreams` and `models` as written in the file, `${ENV}` references kept: the
+    /// cluster-wide settings document a new cluster starts from.
+    pub settings_toml: String,
+}
+
+impl fmt::Debug for Bootstrap {
+    // The settings document may hold a literal secret (an `api_key` written inline), so its
+    // text is not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("upstreams", &self.upstreams)
+            .field("models", &self.models)
+            .field("keys", &self.keys)
+            .field(
+                "settings_toml",
+                &format_args!("<{} bytes>", self.settings_toml.len()),
+            )
+            .finish()
+    }
 }
 
 /// `[[bootstrap.upstreams]]`: one server the gateway forwards requests to.

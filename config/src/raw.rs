@@ -44,6 +44,8 @@ pub(crate) struct RawConfig {
     pub(crate) server: RawServer,
     #[serde(default)]
     pub(crate) routing: RawRouting,
+    #[serde(default)]
+    pub(crate) cluster: RawCluster,
     pub(crate) admin: Option<RawAdmin>,
     #[serde(default)]
     pub(crate) bootstrap: RawBootstrap,
@@ -82,6 +84,21 @@ pub(crate) struct RawRetryBudget {
     pub(crate) ratio: Option<Spanned<f64>>,
     pub(crate) min_per_second: Option<u32>,
     pub(crate) window: Option<Text>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub(crate) name: Option<Text>,
+    #[serde(default)]
+    pub(crate) initial_members: Vec<Text>,
+    pub(crate) join: Option<Text>,
+    pub(crate) heartbeat: Option<Text>,
+    pub(crate) election_timeout_min: Option<Text>,
+    pub(crate) election_timeout_max: Option<Text>,
+    pub(crate) write_timeout: Option<Text>,
+    pub(crate) snapshot_every: Option<Spanned<u64>>,
+    pub(crate) gossip_interval: Option<Text>,
 }
 
 #[derive(Deserialize)]

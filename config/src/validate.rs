@@ -14,14 +14,14 @@ use crate::error::{ConfigError, ConfigErrors, Locator};
 use toml::Spanned;
 
 use crate::model::{
-    AdminSettings, Bootstrap, BreakerSettings, Config, HealthCheckSettings, KeySettings,
-    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess, ModelSettings, NodeSettings, Ratio,
-    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId,
-    UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
+    HealthCheckSettings, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess,
+    ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings,
+    Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
-    RawAdmin, RawBootstrap, RawBreaker, RawConfig, RawHealth, RawKey, RawModel, RawNode,
-    RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
+    RawAdmin, RawBootstrap, RawBreaker, RawCluster, RawConfig, RawHealth, RawKey, RawModel,
+    RawNode, RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
 };
 use crate::secret::Secret;
 
@@ -36,19 +36,21 @@ pub(crate) fn validate(raw: RawConfig, at: &Locator<'_>) -> Result<Config, Confi
     let node = v.node(&raw.node);
     let server = v.server(&raw.server);
     let routing = v.routing(&raw.routing);
+    let cluster = v.cluster(&raw.cluster, &raw.node);
     let admin = match &raw.admin {
         None => Some(None),
         Some(admin) => v.admin(admin).map(Some),
     };
     let bootstrap = v.bootstrap(&raw.bootstrap);
-    match (node, server, routing, admin, bootstrap) {
-        (Some(node), Some(server), Some(routing), Some(admin), Some(bootstrap))
+    match (node, server, routing, cluster, admin, bootstrap) {
+        (Some(node), Some(server), Some(routing), Some(cluster), Some(admin), Some(bootstrap))
             if v.errors.is_empty() =>
         {
             Ok(Config {
                 node,
                 server,
                 routing,
+                cluster,
                 admin,
                 bootstrap,
             })
@@ -147,6 +149,142 @@ impl Validator<'_> {
         Some(ServerSettings {
             max_body_bytes: max_body_bytes?,
             shutdown_grace: shutdown_grace?,
+        })
+    }
+
+    fn cluster(&mut self, raw: &RawCluster, node: &RawNode) -> Option<ClusterSettings> {
+        let defaults = ClusterSettings::default();
+        let name = match &raw.name {
+            None => Some(defaults.name.clone()),
+            Some(t) => self.non_empty(t, "cluster.name", "expected the cluster's name"),
+        };
+        let mut members = Vec::new();
+        let mut ok = true;
+        for (i, text) in raw.initial_members.iter().enumerate() {
+            let key = format!("cluster.initial_members[{i}]");
+            let parsed = text.value.split_once('@').and_then(|(id, addr)| {
+                Some(ClusterMember {
+                    id: id.trim().parse().ok()?,
+                    addr: addr.trim().parse().ok()?,
+                })
+            });
+            match parsed {
+                Some(member) if members.iter().any(|m: &ClusterMember| m.id == member.id) => {
+                    self.report(
+                        &text.span,
+                        &key,
+                        format!("node id {} is listed twice", member.id),
+                    );
+                    ok = false;
+                }
+                Some(member) => members.push(member),
+                None => {
+                    self.report(
+                        &text.span,
+                        &key,
+                        format!("invalid member {:?}; expected \"ID@HOST:PORT\" such as \"1@127.0.0.1:7001\"", text.value),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok && !members.is_empty() {
+            let listen = node
+                .cluster_listen
+                .as_ref()
+                .and_then(|t| t.value.parse::<SocketAddr>().ok());
+            match members.iter().find(|m| m.id == node.id) {
+                None => {
+                    let span = raw.initial_members[0].span.clone();
+                    self.report(
+                        &span,
+                        "cluster.initial_members",
+                        format!("does not list this node (node.id = {}); expected every member of the new cluster, this one included", node.id),
+                    );
+                    ok = false;
+                }
+                Some(me) if listen != Some(me.addr) => {
+                    let span = raw.initial_members[0].span.clone();
+                    self.report(
+                        &span,
+                        "cluster.initial_members",
+                        format!("lists this node at {}, but node.cluster_listen is {}; expected the same address", me.addr, node.cluster_listen.as_ref().map_or("not set", |t| t.value.as_str())),
+                    );
+                    ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        let join = match &raw.join {
+            None => Some(None),
+            Some(t) => self.socket_addr(t, "cluster.join").map(Some),
+        };
+        let heartbeat = self.positive_duration(
+            raw.heartbeat.as_ref(),
+            "cluster.heartbeat",
+            defaults.heartbeat,
+        );
+        let election_min = self.positive_duration(
+            raw.election_timeout_min.as_ref(),
+            "cluster.election_timeout_min",
+            defaults.election_timeout_min,
+        );
+        let election_max = self.positive_duration(
+            raw.election_timeout_max.as_ref(),
+            "cluster.election_timeout_max",
+            defaults.election_timeout_max,
+        );
+        let write_timeout = self.positive_duration(
+            raw.write_timeout.as_ref(),
+            "cluster.write_timeout",
+            defaults.write_timeout,
+        );
+        let gossip_interval = self.positive_duration(
+            raw.gossip_interval.as_ref(),
+            "cluster.gossip_interval",
+            defaults.gossip_interval,
+        );
+        let snapshot_every = match &raw.snapshot_every {
+            None => Some(defaults.snapshot_every),
+            Some(n) if *n.get_ref() >= 10 => Some(*n.get_ref()),
+            Some(n) => {
+                self.report(
+                    &n.span(),
+                    "cluster.snapshot_every",
+                    "must be at least 10; expected a number of log entries",
+                );
+                None
+            }
+        };
+        let (heartbeat, election_min, election_max) = (heartbeat?, election_min?, election_max?);
+        if !(heartbeat < election_min && election_min < election_max) {
+            let span = raw
+                .election_timeout_min
+                .as_ref()
+                .or(raw.heartbeat.as_ref())
+                .or(raw.election_timeout_max.as_ref())
+                .map(|t| t.span.clone())
+                .unwrap_or(0..0);
+            self.report(
+                &span,
+                "cluster.election_timeout_min",
+                "expected heartbeat < election_timeout_min < election_timeout_max",
+            );
+            return None;
+        }
+        if !ok {
+            return None;
+        }
+        Some(ClusterSettings {
+            name: name?,
+            initial_members: members,
+            join: join?,
+            heartbeat,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
+            write_timeout: write_timeout?,
+            snapshot_every: snapshot_every?,
+            gossip_interval: gossip_interval?,
         })
     }
 
@@ -407,6 +545,8 @@ impl Validator<'_> {
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             models: models.into_iter().collect::<Option<_>>()?,
             keys: keys.into_iter().collect::<Option<_>>()?,
+            // Filled in from the file's text by `parse_with_env`.
+            settings_toml: String::new(),
         })
     }
 

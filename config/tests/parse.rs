@@ -260,7 +260,7 @@ fn unknown_section_is_rejected() {
     assert_eq!(
         errors(&format!("{NODE}[nodes]\n")),
         [
-            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `routing`, `admin`, `bootstrap`"
+            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `routing`, `cluster`, `admin`, `bootstrap`"
         ]
     );
 }
@@ -731,5 +731,64 @@ fn a_model_with_more_than_64_targets_is_rejected() {
         errors[0].contains("bootstrap.models[0].targets: 65 targets; expected at most 64"),
         "{}",
         errors[0]
+    );
+}
+
+const CLUSTER_NODE: &str =
+    "[node]\nid = 2\napi_listen = \"127.0.0.1:8080\"\ncluster_listen = \"127.0.0.12:7001\"\n";
+
+#[test]
+fn cluster_members_parse_and_default_timings_apply() {
+    let config = ok(&format!(
+        "{CLUSTER_NODE}[cluster]\nname = \"prod\"\ninitial_members = [\"1@127.0.0.11:7001\", \"2@127.0.0.12:7001\"]\n"
+    ));
+    assert_eq!(config.cluster.name, "prod");
+    assert_eq!(config.cluster.initial_members.len(), 2);
+    assert_eq!(config.cluster.initial_members[1].id, 2);
+    assert_eq!(
+        config.cluster.election_timeout_min,
+        Duration::from_millis(500)
+    );
+    assert!(
+        ok(NODE).cluster.initial_members.is_empty(),
+        "no [cluster]: a cluster of one"
+    );
+}
+
+#[test]
+fn cluster_member_errors_name_the_entry_and_what_was_expected() {
+    let bad = errors(&format!(
+        "{CLUSTER_NODE}[cluster]\ninitial_members = [\"2@127.0.0.12:7001\", \"x@nowhere\"]\n"
+    ));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with(
+            "aigw.toml:6:41: cluster.initial_members[1]: invalid member \"x@nowhere\""
+        ),
+        "{bad:?}"
+    );
+
+    let missing_self = errors(&format!(
+        "{CLUSTER_NODE}[cluster]\ninitial_members = [\"1@127.0.0.11:7001\"]\n"
+    ));
+    assert!(
+        missing_self[0].contains("does not list this node (node.id = 2)"),
+        "{missing_self:?}"
+    );
+
+    let wrong_addr = errors(&format!(
+        "{CLUSTER_NODE}[cluster]\ninitial_members = [\"2@127.0.0.99:7001\"]\n"
+    ));
+    assert!(
+        wrong_addr[0].contains("but node.cluster_listen is 127.0.0.12:7001"),
+        "{wrong_addr:?}"
+    );
+
+    let timings = errors(&format!(
+        "{NODE}[cluster]\nheartbeat = \"1s\"\nelection_timeout_min = \"500ms\"\n"
+    ));
+    assert!(
+        timings[0].contains("heartbeat < election_timeout_min < election_timeout_max"),
+        "{timings:?}"
     );
 }

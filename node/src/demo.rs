@@ -13,7 +13,7 @@ const DEMO_CONFIG: &str = r#"
 [node]
 id = 1
 api_listen = "{listen}"
-data_dir = "./data/demo"
+data_dir = "{data_dir}"
 
 [[bootstrap.upstreams]]
 id = "mock"
@@ -40,7 +40,10 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     };
     let mock = MockServer::start(mock_listener, behavior).await?;
     let key = format!("sk-aigw-demo-{:032x}", rand::random::<u128>());
+    // A new cluster every run: `[bootstrap]` (with this run's key) applies only to a new one.
+    let data_dir = std::env::temp_dir().join(format!("aigw-demo-{}", std::process::id()));
     let text = DEMO_CONFIG
+        .replace("{data_dir}", &data_dir.display().to_string())
         .replace("{listen}", &listen.to_string())
         .replace("{mock}", &mock.addr().to_string())
         .replace("{key}", &key);
@@ -71,5 +74,6 @@ Press Ctrl-C to stop.
     shutdown_signal().await;
     node.shutdown().await;
     mock.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }

@@ -11,6 +11,8 @@
 //! Called by: `main.rs` (the `aigw` binary) and the integration tests, through `RunningNode`.
 #![forbid(unsafe_code)]
 
+mod admin;
+pub mod admin_client;
 pub mod demo;
 mod openai;
 mod proxy;

@@ -23,6 +23,28 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Join an existing cluster through this member's cluster address (HOST:PORT); the
+        /// node's data dir must be new.
+        #[arg(long)]
+        join: Option<std::net::SocketAddr>,
+    },
+    /// Show the diff between a settings file (`[[upstreams]]`, `[[models]]`) and the cluster's
+    /// live settings, then commit it.
+    Apply {
+        /// The settings document (TOML).
+        file: PathBuf,
+        /// Only print the diff.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cluster membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Validate a config file and print every error in it; exits non-zero when there is one.
     Check {
@@ -35,6 +57,45 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, roles, indexes, lag and liveness.
+    Status,
+    /// Remove a member by node id.
+    Remove { id: u64 },
+}
+
+/// Which node's admin API to talk to: a node's config file, or an address and a token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// A node's config file: its admin_listen and [admin] token are used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// The admin API's base URL, e.g. http://127.0.0.1:8081.
+    #[arg(long, global = true, conflicts_with = "config")]
+    admin: Option<String>,
+    /// The admin token.
+    #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn target(self) -> anyhow::Result<aigw::admin_client::AdminTarget> {
+        match (self.config, self.admin) {
+            (Some(config), _) => aigw::admin_client::AdminTarget::from_config(&config),
+            (None, Some(base_url)) => Ok(aigw::admin_client::AdminTarget {
+                base_url,
+                token: self.token.ok_or_else(|| {
+                    anyhow::anyhow!("--token or AIGW_ADMIN_TOKEN is required with --admin")
+                })?,
+            }),
+            (None, None) => {
+                anyhow::bail!("say which node: --config NODE.toml, or --admin URL with --token")
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,9 +125,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, join } => {
             let cfg = match aigw_config::load(&config) {
-                Ok(cfg) => cfg,
+                Ok(mut cfg) => {
+                    if join.is_some() {
+                        cfg.cluster.join = join;
+                    }
+                    cfg
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     return ExitCode::FAILURE;
@@ -80,6 +146,20 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { listen } => run(aigw::demo::run(listen)),
+        Command::Apply {
+            file,
+            dry_run,
+            admin,
+        } => run(async move { aigw::admin_client::apply(&admin.target()?, &file, dry_run).await }),
+        Command::Cluster { command, admin } => run(async move {
+            let target = admin.target()?;
+            match command {
+                ClusterCommand::Status => aigw::admin_client::cluster_status(&target).await,
+                ClusterCommand::Remove { id } => {
+                    aigw::admin_client::cluster_remove(&target, id).await
+                }
+            }
+        }),
     }
 }
 

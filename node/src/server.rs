@@ -6,15 +6,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aigw_actors::NodeActors;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aigw_actors::{NodeActors, UpstreamView};
+use aigw_cluster::{
+    Advertised, ClusterNode, ClusterOptions, ClusterTiming, EnvLookup, bootstrap_command,
+    process_env, unix_now,
+};
 use aigw_config::Config;
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::admin::{self, AdminState, AdminToken};
 use crate::openai::{self, ApiError};
+use crate::state::AppState;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,21 +35,36 @@ pub enum StartError {
     },
     #[error("invalid settings: {0}")]
     Settings(String),
+    #[error("cannot take part in the cluster: {0}")]
+    Cluster(String),
 }
 
 /// A node serving the API until `shutdown` is called.
 pub struct RunningNode {
     api_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     grace: Duration,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
-    /// The supervision tree (upstream and session actors); stopped after the server.
-    actors: NodeActors,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
+    /// The supervision tree (upstream and session actors) of the settings in force; replaced
+    /// on a settings change, stopped after the server.
+    actors: Arc<Mutex<Option<NodeActors>>>,
+    cluster: ClusterNode,
+    /// Gossip of upstream views and settings reloads.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
-    /// Binds the API listener, starts the node's actors and serves in the background.
+    /// Starts the node with `${ENV}` in cluster settings resolved from the process environment.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with_env(config, process_env()).await
+    }
+
+    /// Binds the listeners, takes this node's place in the cluster (a one-member cluster when
+    /// it has no peers), starts its actors and serves in the background. `env` resolves
+    /// `${ENV}` references in the replicated settings on this node.
+    pub async fn start_with_env(config: &Config, env: EnvLookup) -> Result<Self, StartError> {
         let addr = config.node.api_listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -48,33 +72,67 @@ impl RunningNode {
         let api_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let admin_listener = match config.node.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+        let cluster = start_cluster(config, api_addr, admin_addr, env.clone()).await?;
+
         // Actor names are process-wide; the bound address keeps two nodes in one process
         // (tests) apart even when they share a node id.
         let name_prefix = format!("node-{}@{api_addr}", config.node.id);
-        let (state, actors) = crate::state::build(config, &name_prefix)
+        let (state, actors) = crate::state::build(config, &name_prefix, cluster.state())
             .await
             .map_err(StartError::Settings)?;
+        let actors = Arc::new(Mutex::new(Some(actors)));
+        let background = vec![
+            tokio::spawn(exchange_upstream_views(
+                cluster.clone(),
+                state.clone(),
+                config.cluster.gossip_interval,
+            )),
+            tokio::spawn(follow_settings(
+                state.clone(),
+                config.clone(),
+                name_prefix,
+                Arc::clone(&actors),
+            )),
+        ];
+        let (stop, stopped) = watch::channel(false);
+        let admin = admin_listener.map(|listener| {
+            let router = admin::router(AdminState {
+                cluster: cluster.clone(),
+                token: AdminToken::new(config.admin.as_ref().map(|a| a.token.expose())),
+                env,
+                app: state.clone(),
+            });
+            tracing::info!(admin_addr = ?admin_addr, "serving the admin API");
+            tokio::spawn(serve_until(listener, router, stopped.clone()))
+        });
         let app = openai::router(state).layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
                 ApiError::Internal.into_response()
             },
         ));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let server = tokio::spawn(serve_until(listener, app, stopped));
         tracing::info!(%api_addr, "serving the OpenAI API");
         Ok(Self {
             api_addr,
+            admin_addr,
             grace: config.server.shutdown_grace,
             stop,
             server,
+            admin,
             actors,
+            cluster,
+            background,
         })
     }
 
@@ -82,10 +140,19 @@ impl RunningNode {
         self.api_addr
     }
 
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The address Raft and gossip use.
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster.cluster_addr()
+    }
+
     /// Stops accepting and waits for in-flight requests, at most the configured grace period.
     /// Returns true when everything in flight finished in time.
     pub async fn shutdown(self) -> bool {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let mut server = self.server;
         let drained = match tokio::time::timeout(self.grace, &mut server).await {
             Ok(_) => {
@@ -98,8 +165,153 @@ impl RunningNode {
                 false
             }
         };
-        self.actors.stop().await;
+        if let Some(admin) = self.admin {
+            admin.abort();
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        if let Some(actors) = self.actors.lock().await.take() {
+            actors.stop().await;
+        }
+        self.cluster.shutdown().await;
         drained
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then drains gracefully.
+async fn serve_until(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
+
+/// Takes this node's place in the cluster and waits (bounded) until the cluster's state has
+/// been bootstrapped, so a new node does not answer its first requests with an empty key table.
+async fn start_cluster(
+    config: &Config,
+    api_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    env: EnvLookup,
+) -> Result<ClusterNode, StartError> {
+    let settings = &config.cluster;
+    let listen = config
+        .node
+        .cluster_listen
+        .unwrap_or_else(|| SocketAddr::new(api_addr.ip(), 0));
+    let options = ClusterOptions {
+        node_id: config.node.id,
+        cluster_name: settings.name.clone(),
+        listen,
+        data_dir: config.node.data_dir.clone(),
+        initial_members: settings
+            .initial_members
+            .iter()
+            .map(|m| (m.id, m.addr))
+            .collect(),
+        join: settings.join,
+        bootstrap: bootstrap_command(
+            &config.bootstrap,
+            config.bootstrap.settings_toml.clone(),
+            unix_now(),
+        ),
+        advertised: Advertised {
+            api_addr: Some(api_addr.to_string()),
+            admin_addr: admin_addr.map(|a| a.to_string()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        timing: ClusterTiming {
+            heartbeat: settings.heartbeat,
+            election_min: settings.election_timeout_min,
+            election_max: settings.election_timeout_max,
+            snapshot_every: settings.snapshot_every,
+            write_timeout: settings.write_timeout,
+            gossip_interval: settings.gossip_interval,
+        },
+        env,
+    };
+    let cluster = ClusterNode::start(options)
+        .await
+        .map_err(|e| StartError::Cluster(e.to_string()))?;
+    let state = cluster.state();
+    let mut changes = state.subscribe();
+    let patience = settings.election_timeout_max * 3 + settings.write_timeout;
+    let bootstrapped = tokio::time::timeout(patience, async {
+        while !state.load().bootstrapped {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    if bootstrapped.is_err() {
+        tracing::warn!(
+            ?patience,
+            "the cluster state is not bootstrapped yet (no leader reachable?); serving with what this node has"
+        );
+    }
+    Ok(cluster)
+}
+
+/// Gossips this node's view of every upstream and feeds the live peers' views back to the
+/// routing actors, once per gossip interval.
+async fn exchange_upstream_views(cluster: ClusterNode, state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let upstreams = state.upstreams.load_full();
+        for (id, view) in upstreams.local_views() {
+            cluster.gossip_set(&format!("up:{id}"), view.as_str()).await;
+        }
+        let mut peers: BTreeMap<u64, BTreeMap<String, UpstreamView>> = BTreeMap::new();
+        for (node, upstream, view) in cluster.gossip_values("up:").await {
+            if node != cluster.id() {
+                peers
+                    .entry(node)
+                    .or_default()
+                    .insert(upstream, UpstreamView::parse(&view));
+            }
+        }
+        upstreams.set_peer_views(peers);
+    }
+}
+
+/// Rebuilds routing whenever the cluster applies a new settings revision that this node can
+/// use (one it could not resolve keeps the previous routing; the snapshot says why).
+async fn follow_settings(
+    state: AppState,
+    config: Config,
+    name_prefix: String,
+    actors: Arc<Mutex<Option<NodeActors>>>,
+) {
+    let mut changes = state.cluster.subscribe();
+    let mut applied = state.cluster.load().settings_revision;
+    while changes.changed().await.is_ok() {
+        let snapshot = state.cluster.load();
+        if snapshot.settings_revision == applied || snapshot.settings_error.is_some() {
+            continue;
+        }
+        applied = snapshot.settings_revision;
+        let prefix = format!("{name_prefix}/r{applied}");
+        match crate::state::apply_settings(&state, &config, &prefix).await {
+            Ok(fresh) => {
+                let old = actors.lock().await.replace(fresh);
+                if let Some(old) = old {
+                    old.stop().await;
+                }
+                tracing::info!(revision = applied, "applied new cluster settings");
+            }
+            Err(error) => {
+                tracing::error!(revision = applied, %error, "cannot apply the new cluster settings; keeping the previous routing");
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use aigw_actors::{NodeActors, Sessions, SharedRetryBudget, Upstreams};
-use aigw_cluster::{ClusterState, StateSnapshot};
+use aigw_cluster::ClusterState;
 use aigw_config::Config;
 use arc_swap::ArcSwap;
 
@@ -21,9 +21,10 @@ pub(crate) struct Shared {
     pub routes: ArcSwap<RouteTable>,
     pub max_body_bytes: usize,
     /// Every upstream's published health, breaker and load; gossip's door in and out.
-    pub upstreams: Arc<Upstreams>,
-    /// Sticky sessions' bindings.
-    pub sessions: Arc<Sessions>,
+    /// Swapped together with `routes` when the settings change.
+    pub upstreams: ArcSwap<Upstreams>,
+    /// Sticky sessions' bindings; swapped with `routes`.
+    pub sessions: ArcSwap<Sessions>,
     /// Caps failover attempts node-wide.
     pub retry_budget: SharedRetryBudget,
     /// Upstream attempts per request, the first included.
@@ -49,21 +50,49 @@ impl Deref for AppState {
 pub(crate) async fn build(
     config: &Config,
     name_prefix: &str,
+    cluster: ClusterState,
 ) -> Result<(AppState, NodeActors), String> {
-    let snapshot = StateSnapshot::from_bootstrap(&config.bootstrap);
+    let snapshot = cluster.load();
     let (endpoints, specs) = proxy::endpoints(&snapshot)?;
     let actors = NodeActors::start(config.node.id, name_prefix, specs, &config.routing)
         .await
         .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
     let routes = RouteTable::build(&snapshot, &endpoints, actors.upstreams())?;
     let state = AppState::new(Shared {
-        cluster: ClusterState::new(snapshot),
+        cluster,
         routes: ArcSwap::from_pointee(routes),
         max_body_bytes: config.server.max_body_bytes,
-        upstreams: Arc::clone(actors.upstreams()),
-        sessions: Arc::clone(actors.sessions()),
+        upstreams: ArcSwap::new(Arc::clone(actors.upstreams())),
+        sessions: ArcSwap::new(Arc::clone(actors.sessions())),
         retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
         max_attempts: config.routing.max_attempts,
     });
     Ok((state, actors))
+}
+
+/// Applies a new settings revision: starts a supervision tree for the new upstreams, builds
+/// the routes over it, swaps routes, upstreams and sessions in one go, and returns the new
+/// tree (the caller stops the old one). Requests already in flight finish on what they
+/// loaded. On an error nothing is swapped.
+pub(crate) async fn apply_settings(
+    state: &AppState,
+    config: &Config,
+    name_prefix: &str,
+) -> Result<NodeActors, String> {
+    let snapshot = state.cluster.load();
+    let (endpoints, specs) = proxy::endpoints(&snapshot)?;
+    let actors = NodeActors::start(config.node.id, name_prefix, specs, &config.routing)
+        .await
+        .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
+    let routes = match RouteTable::build(&snapshot, &endpoints, actors.upstreams()) {
+        Ok(routes) => routes,
+        Err(e) => {
+            actors.stop().await;
+            return Err(e);
+        }
+    };
+    state.routes.store(Arc::new(routes));
+    state.upstreams.store(Arc::clone(actors.upstreams()));
+    state.sessions.store(Arc::clone(actors.sessions()));
+    Ok(actors)
 }

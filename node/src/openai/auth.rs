@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use http::header;
 use http::request::Parts;
 
-use aigw_cluster::KeyRecord;
+use aigw_cluster::{KeyRecord, unix_now};
 
 use super::ApiError;
 use crate::state::AppState;
@@ -27,12 +27,17 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(bearer_token)
             .ok_or(ApiError::MissingKey)?;
         let snapshot = state.cluster.load();
-        snapshot
+        let key = snapshot
             .keys
             .authenticate(secret)
-            .cloned()
-            .map(Caller)
-            .ok_or(ApiError::InvalidKey)
+            .ok_or(ApiError::InvalidKey)?;
+        if !key.enabled {
+            return Err(ApiError::KeyDisabled);
+        }
+        if !key.is_usable(unix_now()) {
+            return Err(ApiError::KeyExpired);
+        }
+        Ok(Caller(key.clone()))
     }
 }
 

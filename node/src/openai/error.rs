@@ -15,6 +15,10 @@ pub enum ApiError {
     MissingKey,
     #[error("Incorrect API key provided.")]
     InvalidKey,
+    #[error("This API key has been disabled.")]
+    KeyDisabled,
+    #[error("This API key has expired.")]
+    KeyExpired,
     #[error("We could not parse the JSON body of your request: {0}")]
     InvalidJson(String),
     #[error("{message}")]
@@ -63,7 +67,9 @@ pub struct UpstreamAnswer {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::MissingKey | Self::InvalidKey | Self::KeyDisabled | Self::KeyExpired => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InvalidJson(_) | Self::InvalidParam { .. } | Self::BodyUnreadable(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -101,6 +107,8 @@ impl ApiError {
         match self {
             Self::MissingKey => "missing_api_key",
             Self::InvalidKey => "invalid_api_key",
+            Self::KeyDisabled => "api_key_disabled",
+            Self::KeyExpired => "api_key_expired",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidParam { .. } => "invalid_value",
             Self::ModelNotFound(_) => "model_not_found",
@@ -134,7 +142,10 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) ->
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), self.body()).into_response();
-        if matches!(self, Self::MissingKey | Self::InvalidKey) {
+        if matches!(
+            self,
+            Self::MissingKey | Self::InvalidKey | Self::KeyDisabled | Self::KeyExpired
+        ) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

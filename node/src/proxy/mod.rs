@@ -67,7 +67,8 @@ pub(crate) async fn forward(
     session: Option<SessionKey>,
     body_for: impl Fn(&RouteTarget) -> Bytes,
 ) -> Forwarded {
-    let bound = session.and_then(|s| state.sessions.bound_upstream(s));
+    let sessions = state.sessions.load_full();
+    let bound = session.and_then(|s| sessions.bound_upstream(s));
     let mut picker = Picker::new(route, session, bound);
     state.retry_budget.record_request();
     let mut attempts = 0;
@@ -84,7 +85,7 @@ pub(crate) async fn forward(
         match attempt::run(target, ticket, path, body_for(target)).await {
             Ok(response) => {
                 if let Some(session) = session {
-                    state.sessions.served(session, &target.upstream.id);
+                    sessions.served(session, &target.upstream.id);
                 }
                 return finish(response, Some(target), attempts);
             }

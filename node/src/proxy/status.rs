@@ -23,12 +23,10 @@ use crate::state::AppState;
 ///   "outliers": {"consecutive_failures": 0, "window_requests": 12, "window_failures": 1},
 ///   "in_flight": 2, "latency_ewma_ms": 840.5, "actor_restarts": 0}]}
 /// ```
-// Mounted by the admin listener (cluster issue); until then only its tests call it.
-#[allow(dead_code)]
 pub(crate) fn upstreams_status(state: &AppState) -> Value {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let board = &state.upstreams;
+    let board = state.upstreams.load_full();
     let peers = board.peer_views();
     let upstreams: Vec<Value> = board
         .iter()
@@ -133,8 +131,13 @@ health = { enabled = false }
     async fn every_upstream_is_listed_with_its_state_and_each_nodes_view() {
         crate::install_crypto_provider();
         let config = aigw_config::parse_with_env(CONFIG, "test.toml", &|_| None).unwrap();
-        let (state, actors) = crate::state::build(&config, "status-test").await.unwrap();
-        state.upstreams.set_peer_views(BTreeMap::from([(
+        let cluster = aigw_cluster::ClusterState::new(aigw_cluster::StateSnapshot::from_bootstrap(
+            &config.bootstrap,
+        ));
+        let (state, actors) = crate::state::build(&config, "status-test", cluster)
+            .await
+            .unwrap();
+        state.upstreams.load().set_peer_views(BTreeMap::from([(
             7,
             BTreeMap::from([("a".to_owned(), UpstreamView::Down)]),
         )]));

@@ -22,11 +22,13 @@ pub async fn mock(behavior: MockBehavior) -> MockServer {
 /// for every model and a key for `other-model` only. `extra` is appended to `[server]`,
 /// `timeouts` is the upstream's inline timeouts table.
 pub fn config_text(upstream: &str, server_extra: &str, timeouts: &str) -> String {
+    let data_dir = fresh_data_dir().display().to_string();
     format!(
         r#"
 [node]
 id = 1
 api_listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
 
 [server]
 {server_extra}
@@ -59,13 +61,27 @@ models = ["other-model"]
     )
 }
 
+fn test_env(name: &str) -> Option<String> {
+    (name == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned())
+}
+
+/// A fresh directory for a node's Raft store (left in the temp dir; a few KB each).
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    tempfile::Builder::new()
+        .prefix("aigw-test-")
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
 pub async fn node_with(text: &str) -> RunningNode {
     aigw::install_crypto_provider();
-    let config = aigw_config::parse_with_env(text, "test.toml", &|name| {
-        (name == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned())
-    })
-    .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    RunningNode::start(&config).await.unwrap()
+    let mut config = aigw_config::parse_with_env(text, "test.toml", &test_env)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    config.node.data_dir = fresh_data_dir();
+    RunningNode::start_with_env(&config, std::sync::Arc::new(test_env))
+        .await
+        .unwrap()
 }
 
 pub async fn node(mock: &MockServer) -> RunningNode {

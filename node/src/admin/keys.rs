@@ -1,0 +1,239 @@
+//! `/admin/v1/keys`: create (the secret is shown once), list, read, change, delete.
+//! Reads are linearizable; writes go through Raft from any node.
+
+use std::collections::BTreeMap;
+
+use aigw_cluster::{
+    AllowedModels, Command, KeyId, KeyPatch, KeyRecord, KeySecretHash, Outcome, unix_now,
+};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, body::Bytes};
+use http::StatusCode;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::error::AdminError;
+use super::parse_json;
+
+/// A key as the admin API shows it: everything but the secret, which is never stored.
+pub(crate) fn key_view(key: &KeyRecord) -> Value {
+    json!({
+        "object": "api_key",
+        "id": key.id.as_str(),
+        "name": key.name,
+        "models": key.models.to_names(),
+        "enabled": key.enabled,
+        "expires_at": key.expires_at,
+        "metadata": key.metadata,
+        "created_at": key.created_at,
+        "revision": key.revision,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default = "all_models")]
+    models: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// A secret of the caller's choosing; generated when absent.
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn check_name(name: &str) -> Result<(), AdminError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(AdminError::BadRequest(
+            "`name` must be 1 to 200 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_models(models: Vec<String>) -> Result<AllowedModels, AdminError> {
+    if models.is_empty() {
+        return Err(AdminError::BadRequest(
+            "`models` must list model names, or be [\"*\"] for all".into(),
+        ));
+    }
+    if models.len() > 1 && models.iter().any(|m| m == "*") {
+        return Err(AdminError::BadRequest(
+            "`models`: \"*\" must be the only entry".into(),
+        ));
+    }
+    Ok(AllowedModels::from_names(models))
+}
+
+pub(crate) async fn create(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let request: CreateKey = parse_json(&body)?;
+    check_name(&request.name)?;
+    let secret = match request.secret {
+        Some(secret) if secret.len() < 8 || secret.chars().any(char::is_whitespace) => {
+            return Err(AdminError::BadRequest(
+                "`secret` must be at least 8 characters with no whitespace".into(),
+            ));
+        }
+        Some(secret) => secret,
+        None => format!("sk-aigw-{:032x}", rand::random::<u128>()),
+    };
+    let key = KeyRecord {
+        id: KeyId::random(),
+        name: request.name,
+        secret_hash: KeySecretHash::of_secret(&secret),
+        models: check_models(request.models)?,
+        enabled: request.enabled,
+        expires_at: request.expires_at,
+        metadata: request.metadata,
+        created_at: unix_now(),
+        revision: 0,
+    };
+    match state.cluster.write(Command::CreateKey { key }).await? {
+        Outcome::Key(key) => {
+            let mut view = key_view(&key);
+            view["secret"] = Value::String(secret);
+            Ok((StatusCode::CREATED, Json(view)).into_response())
+        }
+        other => Err(AdminError::Internal(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only keys whose id sorts after this one (the previous page's `last_id`).
+    #[serde(default)]
+    after: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AdminState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, AdminError> {
+    state.cluster.linearizable_read().await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let snapshot = state.cluster.state().load();
+    let mut page: Vec<&KeyRecord> = snapshot
+        .keys
+        .iter()
+        .filter(|k| {
+            query
+                .after
+                .as_deref()
+                .is_none_or(|after| k.id.as_str() > after)
+        })
+        .take(limit + 1)
+        .collect();
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    Ok(Json(json!({
+        "object": "list",
+        "data": page.iter().map(|k| key_view(k)).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "last_id": page.last().map(|k| k.id.as_str()),
+        "total": snapshot.keys.len(),
+    })))
+}
+
+fn key_id(id: &str) -> Result<KeyId, AdminError> {
+    KeyId::parse(id).ok_or_else(|| AdminError::NotFound(format!("no key with id `{id}`")))
+}
+
+pub(crate) async fn get(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let id = key_id(&id)?;
+    state.cluster.linearizable_read().await?;
+    let snapshot = state.cluster.state().load();
+    let key = snapshot
+        .keys
+        .get(&id)
+        .ok_or_else(|| AdminError::NotFound(format!("no key with id `{id}`")))?;
+    Ok(Json(key_view(key)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchKey {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Absent: unchanged; `null`: no expiry; a number: unix seconds.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<u64>>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Tells a field that is present (even as `null`) from one that is absent.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+pub(crate) async fn update(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let id = key_id(&id)?;
+    let request: PatchKey = parse_json(&body)?;
+    if let Some(name) = &request.name {
+        check_name(name)?;
+    }
+    let patch = KeyPatch {
+        name: request.name,
+        models: request.models.map(check_models).transpose()?,
+        enabled: request.enabled,
+        expires_at: request.expires_at,
+        metadata: request.metadata,
+    };
+    match state
+        .cluster
+        .write(Command::UpdateKey { id, patch })
+        .await?
+    {
+        Outcome::Key(key) => Ok(Json(key_view(&key))),
+        other => Err(AdminError::Internal(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+pub(crate) async fn delete(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let id = key_id(&id)?;
+    state
+        .cluster
+        .write(Command::DeleteKey { id: id.clone() })
+        .await?;
+    Ok(Json(
+        json!({"object": "api_key.deleted", "id": id.as_str(), "deleted": true}),
+    ))
+}

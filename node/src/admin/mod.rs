@@ -1,0 +1,83 @@
+//! The admin API on its own listener (`node.admin_listen`), under `/admin/v1`, behind the
+//! admin bearer token: keys, cluster-wide settings and cluster status. Any node accepts a
+//! write (the cluster forwards it to the leader); reads are linearizable. Errors use the same
+//! JSON shape as the OpenAI API.
+
+mod auth;
+mod cluster;
+pub(crate) mod error;
+mod keys;
+mod settings;
+
+use aigw_cluster::{ClusterNode, EnvLookup};
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use serde::de::DeserializeOwned;
+
+pub(crate) use auth::AdminToken;
+use error::AdminError;
+
+use crate::state::AppState;
+
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub cluster: ClusterNode,
+    pub token: AdminToken,
+    /// Resolves `${ENV}` when a settings write is validated on this node.
+    pub env: EnvLookup,
+    /// The data plane's state, for the upstreams' status.
+    pub app: AppState,
+}
+
+pub(crate) fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/keys", post(keys::create).get(keys::list))
+        .route(
+            "/keys/{id}",
+            get(keys::get).patch(keys::update).delete(keys::delete),
+        )
+        .route("/settings", get(settings::get).put(settings::put))
+        .route("/cluster", get(cluster::status))
+        .route("/upstreams", get(upstreams))
+        .route("/cluster/members/{id}", delete(cluster::remove_member))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .nest("/admin/v1", api)
+        .fallback(unknown)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// `GET /admin/v1/upstreams`: every upstream's health, breaker and load, with peers' views.
+async fn upstreams(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(crate::proxy::upstreams_status(&state.app))
+}
+
+async fn unknown(request: Request) -> AdminError {
+    AdminError::NotFound(format!(
+        "Unknown admin URL: {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> AdminError {
+    AdminError::MethodNotAllowed(format!(
+        "Method {} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Parses a JSON body into `T`, with serde's message (which names the field) on failure.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+}
