@@ -61,8 +61,9 @@ TOML
   echo $! >"$dir/node$id.pid"
 done
 
+# Up once every node is live in gossip (or after 10 s, with what there is).
 for _ in $(seq 1 100); do
-  if "$bin/aigw" cluster status --config "$dir/node1.toml" >/dev/null 2>&1; then break; fi
+  if [ "$("$bin/aigw" cluster status --config "$dir/node1.toml" 2>/dev/null | grep -c ' voter .*true')" = 3 ]; then break; fi
   sleep 0.1
 done
 "$bin/aigw" cluster status --config "$dir/node1.toml"

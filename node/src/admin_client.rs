@@ -152,19 +152,20 @@ pub async fn cluster_status(target: &AdminTarget) -> anyhow::Result<()> {
         "{:<6} {:<22} {:<8} {:<6} {:<6} {:<22} {:<22} version",
         "id", "cluster", "role", "live", "lag", "api", "admin"
     );
+    // Values are turned into strings first: `Value`'s Display ignores width.
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     for m in body["members"].as_array().into_iter().flatten() {
-        let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
         println!(
             "{:<6} {:<22} {:<8} {:<6} {:<6} {:<22} {:<22} {}",
-            m["id"],
+            text(&m["id"]),
             text(&m["cluster_addr"]),
             text(&m["raft_role"]),
-            m["live"],
-            if m["lag"].is_null() {
-                "-".into()
-            } else {
-                m["lag"].to_string()
-            },
+            text(&m["live"]),
+            text(&m["lag"]),
             text(&m["api_addr"]),
             text(&m["admin_addr"]),
             text(&m["version"]),
