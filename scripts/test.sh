@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cargo >/dev/null || { echo "cargo is required (the machine's Rust toolchain)"; exit 1; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv python3-pip)
+# The jepsen harness makes partitions with iptables.
+command -v iptables >/dev/null || need_apt+=(iptables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -22,3 +24,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 AIGW_BIN_DIR="$PWD/target/debug" .venv/bin/python -m pytest -q tests/sdk
+
+echo "== jepsen: faults against a real 3-node cluster (CI profile)"
+cargo build --release --quiet -p aigw --bin aigw -p aigw-jepsen --bins
+./target/release/aigw-jepsen --profile ci --seed 7 --out target/jepsen

@@ -3,7 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{KeyId, KeyPatch, KeyRecord};
+use crate::model::{Dimension, KeyId, KeyPatch, KeyRecord};
+use crate::raft::NodeId;
+
+/// One period budget of one key: the unit leases are granted from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BudgetKey {
+    pub key: KeyId,
+    pub dimension: Dimension,
+    /// The period's id (`Period::id_at`), as the requesting node's clock saw it.
+    pub period: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -28,6 +38,28 @@ pub enum Command {
         toml: String,
         expected_revision: Option<u64>,
     },
+    /// A node asks for up to `want` units of a budget: `available -= granted`. It may give
+    /// back the lease this one replaces in the same entry (`release`: its budget, id and the
+    /// units it used), so the returned units are there for the grant.
+    GrantLease {
+        budget: BudgetKey,
+        node: NodeId,
+        lease: u64,
+        want: u64,
+        release: Option<(BudgetKey, u64, u64)>,
+    },
+    /// A node gives a lease back with what it used (at least the truth):
+    /// `available += slice - used`.
+    CloseLease {
+        budget: BudgetKey,
+        lease: u64,
+        used: u64,
+    },
+    /// A restarted node closes every lease it held before, counting each as fully used: it
+    /// cannot know better, and over-counting strands capacity but never over-admits.
+    CloseLeasesOf {
+        node: NodeId,
+    },
 }
 
 /// What applying a command did; returned to the writer.
@@ -36,10 +68,18 @@ pub enum Outcome {
     Bootstrapped {
         applied: bool,
     },
-    Key(KeyRecord),
+    /// Boxed: a key record is large next to the other outcomes.
+    Key(Box<KeyRecord>),
     KeyDeleted(KeyId),
     SettingsWritten {
         revision: u64,
+    },
+    /// `granted` may be less than asked, or 0 when the budget is spent.
+    LeaseGranted {
+        granted: u64,
+    },
+    LeasesClosed {
+        count: u64,
     },
     /// Raft bookkeeping entries (blank, membership) answer this.
     Nothing,
@@ -56,4 +96,6 @@ pub enum Rejection {
     DuplicateSecret,
     #[error("settings changed meanwhile: expected revision {expected}, current is {current}")]
     StaleSettings { expected: u64, current: u64 },
+    #[error("key `{0}` has no such budget")]
+    NoSuchBudget(KeyId),
 }

@@ -23,10 +23,13 @@ mod settings;
 mod snapshot;
 mod state_machine;
 
-pub use command::{Command, Outcome, Rejection};
+pub use command::{BudgetKey, Command, Outcome, Rejection};
 pub use gossip::{Advertised, GossipMember};
 pub use keys::KeyTable;
-pub use model::{AllowedModels, KeyId, KeyPatch, KeyRecord, KeySecretHash, SettingsDoc};
+pub use model::{
+    AllowedModels, Budget, Dimension, KeyId, KeyLimits, KeyPatch, KeyRecord, KeySecretHash, Period,
+    SettingsDoc,
+};
 pub use node::{
     ClusterError, ClusterNode, ClusterOptions, ClusterStatus, ClusterTiming, MemberStatus, unix_now,
 };
@@ -34,3 +37,4 @@ pub use raft::NodeId;
 pub use raft::store::StoreError;
 pub use settings::{EnvLookup, Settings, parse_settings, process_env, redact_settings};
 pub use snapshot::{ClusterState, StateSnapshot, bootstrap_command};
+pub use state_machine::{BudgetState, Lease};

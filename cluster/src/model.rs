@@ -120,6 +120,156 @@ pub struct KeyRecord {
     pub created_at: u64,
     /// Raft log index of the last change to this key.
     pub revision: u64,
+    pub limits: KeyLimits,
+}
+
+/// How long a period budget lasts before it starts afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Period {
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Total,
+}
+
+impl Period {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "minute" => Self::Minute,
+            "hour" => Self::Hour,
+            "day" => Self::Day,
+            "month" => Self::Month,
+            "total" => Self::Total,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Month => "month",
+            Self::Total => "total",
+        }
+    }
+
+    /// Which period `unix_secs` falls in (UTC): budgets of different periods never mix.
+    pub fn id_at(&self, unix_secs: u64) -> u64 {
+        match self {
+            Self::Minute => unix_secs / 60,
+            Self::Hour => unix_secs / 3600,
+            Self::Day => unix_secs / 86_400,
+            Self::Month => {
+                let (year, month) = civil_year_month(unix_secs / 86_400);
+                year * 12 + month
+            }
+            Self::Total => 0,
+        }
+    }
+
+    /// Unix seconds at which the period containing `unix_secs` ends (`None` for `total`).
+    pub fn ends_after(&self, unix_secs: u64) -> Option<u64> {
+        match self {
+            Self::Minute => Some((unix_secs / 60 + 1) * 60),
+            Self::Hour => Some((unix_secs / 3600 + 1) * 3600),
+            Self::Day => Some((unix_secs / 86_400 + 1) * 86_400),
+            Self::Month => {
+                let mut day = unix_secs / 86_400;
+                let now = civil_year_month(day);
+                while civil_year_month(day) == now {
+                    day += 1;
+                }
+                Some(day * 86_400)
+            }
+            Self::Total => None,
+        }
+    }
+}
+
+/// (year, month 0..12) of a count of days since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_year_month(days: u64) -> (u64, u64) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as u64, (month - 1) as u64)
+}
+
+/// A budget: at most `limit` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    pub limit: u64,
+    pub period: Period,
+}
+
+/// What a key's period budgets count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Dimension {
+    Calls,
+    Tokens,
+    InputTokens,
+    OutputTokens,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [
+        Self::Calls,
+        Self::Tokens,
+        Self::InputTokens,
+        Self::OutputTokens,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Calls => "calls",
+            Self::Tokens => "tokens",
+            Self::InputTokens => "input_tokens",
+            Self::OutputTokens => "output_tokens",
+        }
+    }
+}
+
+/// A key's limits; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimits {
+    /// Requests per minute, cluster-wide.
+    pub rpm: Option<u64>,
+    /// Tokens (input + output) per minute, cluster-wide.
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+    pub calls: Option<Budget>,
+    pub tokens: Option<Budget>,
+    pub input_tokens: Option<Budget>,
+    pub output_tokens: Option<Budget>,
+}
+
+impl KeyLimits {
+    pub fn budget(&self, dimension: Dimension) -> Option<Budget> {
+        match dimension {
+            Dimension::Calls => self.calls,
+            Dimension::Tokens => self.tokens,
+            Dimension::InputTokens => self.input_tokens,
+            Dimension::OutputTokens => self.output_tokens,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether admission needs a token estimate (a TPM limit or a token budget).
+    pub fn counts_tokens(&self) -> bool {
+        self.tpm.is_some()
+            || self.tokens.is_some()
+            || self.input_tokens.is_some()
+            || self.output_tokens.is_some()
+    }
 }
 
 impl KeyRecord {
@@ -138,6 +288,7 @@ pub struct KeyPatch {
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<u64>>,
     pub metadata: Option<BTreeMap<String, String>>,
+    pub limits: Option<KeyLimits>,
 }
 
 /// The cluster-wide settings (upstreams, models) as a TOML document, stored as written:

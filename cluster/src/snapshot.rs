@@ -6,10 +6,11 @@ use std::sync::Arc;
 use aigw_config::{Bootstrap, ModelSettings, UpstreamSettings};
 use arc_swap::ArcSwap;
 
-use crate::command::Command;
+use crate::command::{BudgetKey, Command};
 use crate::keys::KeyTable;
 use crate::model::{AllowedModels, KeyId, KeyRecord, KeySecretHash};
 use crate::settings::{EnvLookup, parse_settings};
+use crate::state_machine::BudgetState;
 use crate::state_machine::StateMachineData;
 
 /// One consistent version of the cluster state.
@@ -29,6 +30,10 @@ pub struct StateSnapshot {
     pub settings_error: Option<String>,
     /// Whether the cluster has applied a `[bootstrap]` yet.
     pub bootstrapped: bool,
+    /// The period budgets' ledger (shared structure with the state machine: cheap to copy).
+    pub budgets: imbl::OrdMap<BudgetKey, BudgetState>,
+    /// Voting members: rate limits are split among them.
+    pub voters: usize,
 }
 
 impl StateSnapshot {
@@ -45,6 +50,8 @@ impl StateSnapshot {
             settings_toml: Arc::from(""),
             settings_error: None,
             bootstrapped: true,
+            budgets: Default::default(),
+            voters: 1,
         }
     }
 }
@@ -67,6 +74,7 @@ pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64)
                 metadata: Default::default(),
                 created_at: now,
                 revision: 0,
+                limits: Default::default(),
             }
         })
         .collect();
@@ -133,6 +141,8 @@ impl Publisher {
             settings_toml: previous.settings_toml.clone(),
             settings_error: previous.settings_error.clone(),
             bootstrapped: data.bootstrapped,
+            budgets: data.budgets.clone(),
+            voters: data.last_membership.membership().voter_ids().count().max(1),
         };
         if data.settings.revision != previous.settings_revision || previous.version == 0 {
             next.settings_revision = data.settings.revision;

@@ -10,7 +10,7 @@ use imbl::{HashMap, OrdMap};
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Outcome, Rejection};
+use crate::command::{BudgetKey, Command, Outcome, Rejection};
 use crate::model::{KeyId, KeyRecord, KeySecretHash, SettingsDoc};
 use crate::raft::{Node, NodeId};
 
@@ -22,6 +22,33 @@ pub(crate) struct StateMachineData {
     pub keys: OrdMap<KeyId, KeyRecord>,
     pub by_hash: HashMap<KeySecretHash, KeyId>,
     pub settings: SettingsDoc,
+    pub budgets: OrdMap<BudgetKey, BudgetState>,
+}
+
+/// The replicated ledger of one period budget.
+///
+/// Invariant: `available + Σ open slices + closed_used == limit` while the limit is unchanged,
+/// so units admitted (≤ Σ closed used + Σ open slices) never exceed the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetState {
+    pub limit: u64,
+    /// Not leased to any node.
+    pub available: u64,
+    /// Reported by closed leases (each report at least the truth).
+    pub closed_used: u64,
+    pub leases: OrdMap<u64, Lease>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub node: NodeId,
+    pub slice: u64,
+}
+
+impl BudgetState {
+    pub fn leased(&self) -> u64 {
+        self.leases.values().map(|l| l.slice).sum()
+    }
 }
 
 impl StateMachineData {
@@ -48,7 +75,7 @@ impl StateMachineData {
                 Outcome::Bootstrapped { applied: true }
             }
             Command::CreateKey { key } => match self.insert_key(index, key) {
-                Ok(key) => Outcome::Key(key),
+                Ok(key) => Outcome::Key(Box::new(key)),
                 Err(rejection) => Outcome::Rejected(rejection),
             },
             Command::UpdateKey { id, patch } => {
@@ -70,12 +97,16 @@ impl StateMachineData {
                 if let Some(metadata) = patch.metadata {
                     key.metadata = metadata;
                 }
+                if let Some(limits) = patch.limits {
+                    key.limits = limits;
+                }
                 key.revision = index;
-                Outcome::Key(key.clone())
+                Outcome::Key(Box::new(key.clone()))
             }
             Command::DeleteKey { id } => match self.keys.remove(&id) {
                 Some(key) => {
                     self.by_hash.remove(&key.secret_hash);
+                    self.forget_budgets_of(&id);
                     Outcome::KeyDeleted(id)
                 }
                 None => Outcome::Rejected(Rejection::NoSuchKey(id)),
@@ -96,6 +127,130 @@ impl StateMachineData {
                 };
                 Outcome::SettingsWritten { revision: index }
             }
+            Command::GrantLease {
+                budget,
+                node,
+                lease,
+                want,
+                release,
+            } => {
+                if let Some((old_budget, old_lease, used)) = release {
+                    self.close_lease(&old_budget, old_lease, used);
+                }
+                let limit = self
+                    .keys
+                    .get(&budget.key)
+                    .and_then(|k| k.limits.budget(budget.dimension))
+                    .map(|b| b.limit);
+                let Some(limit) = limit else {
+                    return Outcome::Rejected(Rejection::NoSuchBudget(budget.key));
+                };
+                // A new period starts afresh; older periods with nothing leased are forgotten.
+                let older = BudgetKey {
+                    period: 0,
+                    ..budget.clone()
+                }..budget.clone();
+                let spent: Vec<BudgetKey> = self
+                    .budgets
+                    .range(older)
+                    .filter(|(_, state)| state.leases.is_empty())
+                    .map(|(b, _)| b.clone())
+                    .collect();
+                for b in spent {
+                    self.budgets.remove(&b);
+                }
+                let state = self.budgets.entry(budget).or_insert_with(|| BudgetState {
+                    limit,
+                    available: limit,
+                    closed_used: 0,
+                    leases: OrdMap::new(),
+                });
+                if state.limit != limit {
+                    // A changed limit moves what is available by the difference, never below 0.
+                    state.available = if limit > state.limit {
+                        state.available + (limit - state.limit)
+                    } else {
+                        state.available.saturating_sub(state.limit - limit)
+                    };
+                    state.limit = limit;
+                }
+                let granted = want.min(state.available);
+                if granted > 0 {
+                    state.available -= granted;
+                    state.leases.insert(
+                        lease,
+                        Lease {
+                            node,
+                            slice: granted,
+                        },
+                    );
+                }
+                Outcome::LeaseGranted { granted }
+            }
+            Command::CloseLease {
+                budget,
+                lease,
+                used,
+            } => Outcome::LeasesClosed {
+                count: u64::from(self.close_lease(&budget, lease, used)),
+            },
+            Command::CloseLeasesOf { node } => {
+                let mut count = 0;
+                let holding: Vec<BudgetKey> = self
+                    .budgets
+                    .iter()
+                    .filter(|(_, state)| state.leases.values().any(|l| l.node == node))
+                    .map(|(budget, _)| budget.clone())
+                    .collect();
+                for budget in holding {
+                    let Some(state) = self.budgets.get_mut(&budget) else {
+                        continue;
+                    };
+                    let mine: Vec<u64> = state
+                        .leases
+                        .iter()
+                        .filter(|(_, l)| l.node == node)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in mine {
+                        if let Some(lease) = state.leases.remove(&id) {
+                            state.closed_used += lease.slice;
+                            count += 1;
+                        }
+                    }
+                }
+                Outcome::LeasesClosed { count }
+            }
+        }
+    }
+
+    /// Gives a lease back: what it did not use becomes available again. A report above the
+    /// slice counts as the slice; an unknown lease (closed already) changes nothing.
+    fn close_lease(&mut self, budget: &BudgetKey, lease: u64, used: u64) -> bool {
+        let Some(state) = self.budgets.get_mut(budget) else {
+            return false;
+        };
+        match state.leases.remove(&lease) {
+            Some(lease) => {
+                let used = used.min(lease.slice);
+                state.available += lease.slice - used;
+                state.closed_used += used;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every budget of `key` (imbl's maps have no `retain`).
+    fn forget_budgets_of(&mut self, key: &KeyId) {
+        let doomed: Vec<BudgetKey> = self
+            .budgets
+            .iter()
+            .filter(|(budget, _)| budget.key == *key)
+            .map(|(budget, _)| budget.clone())
+            .collect();
+        for budget in doomed {
+            self.budgets.remove(&budget);
         }
     }
 
@@ -129,6 +284,7 @@ mod tests {
             metadata: Default::default(),
             created_at: 1,
             revision: 0,
+            limits: Default::default(),
         }
     }
 
@@ -224,6 +380,178 @@ mod tests {
             Outcome::SettingsWritten { revision: 4 }
         );
         assert_eq!(sm.settings.toml, "c");
+    }
+
+    fn budgeted(id: &str, secret: &str, limit: u64) -> KeyRecord {
+        let mut key = key(id, secret);
+        key.limits.calls = Some(crate::model::Budget {
+            limit,
+            period: crate::model::Period::Day,
+        });
+        key
+    }
+
+    fn calls(id: &str, period: u64) -> BudgetKey {
+        BudgetKey {
+            key: KeyId::parse(id).unwrap(),
+            dimension: crate::model::Dimension::Calls,
+            period,
+        }
+    }
+
+    fn granted(outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::LeaseGranted { granted } => granted,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn leases_never_grant_more_than_the_limit_and_closing_returns_only_the_unused_part() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: budgeted("key_q", "sk-quota-1", 100),
+            },
+        );
+        let grant = |sm: &mut StateMachineData, node, lease, want| {
+            granted(sm.apply(
+                2,
+                Command::GrantLease {
+                    budget: calls("key_q", 7),
+                    node,
+                    lease,
+                    want,
+                    release: None,
+                },
+            ))
+        };
+        assert_eq!(grant(&mut sm, 1, 1, 60), 60);
+        assert_eq!(grant(&mut sm, 2, 2, 60), 40);
+        assert_eq!(grant(&mut sm, 3, 3, 60), 0, "nothing left");
+        // Node 1 used 10 of its 60: 50 come back.
+        sm.apply(
+            3,
+            Command::CloseLease {
+                budget: calls("key_q", 7),
+                lease: 1,
+                used: 10,
+            },
+        );
+        assert_eq!(grant(&mut sm, 3, 4, 60), 50);
+        // Node 2 restarts: its 40 count as used, whatever it really used.
+        sm.apply(4, Command::CloseLeasesOf { node: 2 });
+        let state = &sm.budgets[&calls("key_q", 7)];
+        assert_eq!(
+            (state.available, state.closed_used, state.leased()),
+            (0, 50, 50)
+        );
+        assert_eq!(state.available + state.closed_used + state.leased(), 100);
+        // Closing twice, or a report above the slice, gives nothing more back.
+        sm.apply(
+            5,
+            Command::CloseLease {
+                budget: calls("key_q", 7),
+                lease: 1,
+                used: 0,
+            },
+        );
+        sm.apply(
+            6,
+            Command::CloseLease {
+                budget: calls("key_q", 7),
+                lease: 4,
+                used: 999,
+            },
+        );
+        let state = &sm.budgets[&calls("key_q", 7)];
+        assert_eq!((state.available, state.closed_used), (0, 100));
+    }
+
+    #[test]
+    fn a_refill_gives_the_old_lease_back_in_the_same_entry() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: budgeted("key_q", "sk-quota-1", 10),
+            },
+        );
+        let grant = |sm: &mut StateMachineData, lease, want, release| {
+            granted(sm.apply(
+                2,
+                Command::GrantLease {
+                    budget: calls("key_q", 7),
+                    node: 1,
+                    lease,
+                    want,
+                    release,
+                },
+            ))
+        };
+        assert_eq!(grant(&mut sm, 1, 10, None), 10);
+        // Lease 1 used 3; its 7 unused units are returned before the new grant is cut.
+        assert_eq!(grant(&mut sm, 2, 10, Some((calls("key_q", 7), 1, 3))), 7);
+        let state = &sm.budgets[&calls("key_q", 7)];
+        assert_eq!(
+            (state.closed_used, state.leased(), state.available),
+            (3, 7, 0)
+        );
+    }
+
+    #[test]
+    fn a_new_period_starts_afresh_and_a_raised_limit_adds_the_difference() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: budgeted("key_q", "sk-quota-1", 10),
+            },
+        );
+        let grant = |sm: &mut StateMachineData, period, lease| {
+            granted(sm.apply(
+                2,
+                Command::GrantLease {
+                    budget: calls("key_q", period),
+                    node: 1,
+                    lease,
+                    want: 10,
+                    release: None,
+                },
+            ))
+        };
+        assert_eq!(grant(&mut sm, 7, 1), 10);
+        sm.apply(
+            3,
+            Command::CloseLease {
+                budget: calls("key_q", 7),
+                lease: 1,
+                used: 10,
+            },
+        );
+        assert_eq!(grant(&mut sm, 8, 2), 10);
+        assert!(
+            !sm.budgets.contains_key(&calls("key_q", 7)),
+            "the spent old period is forgotten"
+        );
+        let id = KeyId::parse("key_q").unwrap();
+        let mut limits = sm.keys[&id].limits.clone();
+        limits.calls = Some(crate::model::Budget {
+            limit: 15,
+            period: crate::model::Period::Day,
+        });
+        sm.apply(
+            5,
+            Command::UpdateKey {
+                id,
+                patch: KeyPatch {
+                    limits: Some(limits),
+                    ..KeyPatch::default()
+                },
+            },
+        );
+        assert_eq!(grant(&mut sm, 8, 3), 5);
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn key(id: &str, secret: &str) -> KeyRecord {
         metadata: BTreeMap::new(),
         created_at: 0,
         revision: 0,
+        limits: Default::default(),
     }
 }
 

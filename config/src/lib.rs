@@ -31,9 +31,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
     HealthCheckSettings, InvalidUpstreamId, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL,
-    ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings,
-    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
-    UpstreamTimeouts,
+    MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings,
+    RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind,
+    UpstreamSettings, UpstreamTimeouts,
 };
 pub use secret::Secret;
 

@@ -49,14 +49,27 @@ pub struct NodeSettings {
 pub struct ServerSettings {
     /// Greater than zero.
     pub max_body_bytes: usize,
+    /// Largest multipart upload (audio transcription, video input reference) streamed through;
+    /// greater than zero.
+    pub max_upload_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Signs the ids the gateway hands out for upstream-held state (video jobs), so that any
+    /// node can route a follow-up and nobody can forge one. Every node of a cluster needs the
+    /// same value; at least 16 characters. `None`: derived from `admin.token`, or random per
+    /// process when there is none.
+    pub id_secret: Option<Secret>,
 }
+
+/// Shortest `server.id_secret`.
+pub const MIN_ID_SECRET_CHARS: usize = 16;
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
+            max_upload_bytes: 25 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            id_secret: None,
         }
     }
 }

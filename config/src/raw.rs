@@ -65,7 +65,9 @@ pub(crate) struct RawNode {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) max_body_bytes: Option<Spanned<usize>>,
+    pub(crate) max_upload_bytes: Option<Spanned<usize>>,
     pub(crate) shutdown_grace: Option<Text>,
+    pub(crate) id_secret: Option<Text>,
 }
 
 #[derive(Default, Deserialize)]

@@ -15,9 +15,10 @@ use toml::Spanned;
 
 use crate::model::{
     AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
-    HealthCheckSettings, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, ModelAccess,
-    ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings,
-    Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    HealthCheckSettings, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS,
+    ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings,
+    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
+    UpstreamTimeouts,
 };
 use crate::raw::{
     RawAdmin, RawBootstrap, RawBreaker, RawCluster, RawConfig, RawHealth, RawKey, RawModel,
@@ -141,14 +142,42 @@ impl Validator<'_> {
             }
             Some(bytes) => Some(*bytes.get_ref()),
         };
+        let max_upload_bytes = match &raw.max_upload_bytes {
+            None => Some(defaults.max_upload_bytes),
+            Some(bytes) if *bytes.get_ref() == 0 => {
+                self.report(
+                    &bytes.span(),
+                    "server.max_upload_bytes",
+                    "must be greater than 0; expected a number of bytes such as 26214400",
+                );
+                None
+            }
+            Some(bytes) => Some(*bytes.get_ref()),
+        };
         // A zero grace period is legitimate: stop at once without draining.
         let shutdown_grace = match &raw.shutdown_grace {
             None => Some(defaults.shutdown_grace),
             Some(t) => self.duration(t, "server.shutdown_grace"),
         };
+        let id_secret = optional(raw.id_secret.as_ref(), |t| {
+            let chars = t.value.chars().count();
+            if chars < MIN_ID_SECRET_CHARS {
+                self.report(
+                    &t.span,
+                    "server.id_secret",
+                    format!(
+                        "secret is too short ({chars} characters); expected at least {MIN_ID_SECRET_CHARS}, the same on every node"
+                    ),
+                );
+                return None;
+            }
+            Some(Secret::new(t.value.clone()))
+        });
         Some(ServerSettings {
             max_body_bytes: max_body_bytes?,
+            max_upload_bytes: max_upload_bytes?,
             shutdown_grace: shutdown_grace?,
+            id_secret: id_secret?,
         })
     }
 

@@ -94,6 +94,8 @@ fn optional_sections_and_keys_take_their_defaults() {
     assert_eq!(config.node.cluster_listen, None);
     assert_eq!(config.node.data_dir, PathBuf::from("./data"));
     assert_eq!(config.server.max_body_bytes, 16_777_216);
+    assert_eq!(config.server.max_upload_bytes, 26_214_400);
+    assert_eq!(config.server.id_secret, None);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.admin, None);
     assert_eq!(config.routing.max_attempts, 3);
@@ -790,5 +792,26 @@ fn cluster_member_errors_name_the_entry_and_what_was_expected() {
     assert!(
         timings[0].contains("heartbeat < election_timeout_min < election_timeout_max"),
         "{timings:?}"
+    );
+}
+
+#[test]
+fn upload_limit_and_id_secret_are_checked_with_their_line() {
+    let config = ok(&format!(
+        "{NODE}[server]\nmax_upload_bytes = 1000\nid_secret = \"0123456789abcdef\"\n"
+    ));
+    assert_eq!(config.server.max_upload_bytes, 1000);
+    assert_eq!(
+        config.server.id_secret.unwrap().expose(),
+        "0123456789abcdef"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{NODE}[server]\nmax_upload_bytes = 0\nid_secret = \"short\"\n"
+        )),
+        [
+            "aigw.toml:5:20: server.max_upload_bytes: must be greater than 0; expected a number of bytes such as 26214400",
+            "aigw.toml:6:13: server.id_secret: secret is too short (5 characters); expected at least 16, the same on every node",
+        ]
     );
 }

@@ -14,3 +14,11 @@
 #![forbid(unsafe_code)]
 
 pub mod mock;
+
+/// The benchmark suite behind `aigw-bench`; harness-only, never linked into `aigw`.
+#[cfg(feature = "harness")]
+pub mod bench;
+
+/// The fault-injection harness behind `aigw-jepsen`; harness-only, never linked into `aigw`.
+#[cfg(feature = "harness")]
+pub mod harness;

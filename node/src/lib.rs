@@ -16,8 +16,10 @@ pub mod admin_client;
 pub mod demo;
 mod openai;
 mod proxy;
+mod quota;
 mod server;
 mod state;
+mod usage;
 
 pub use server::{RunningNode, StartError, shutdown_signal};
 

@@ -90,6 +90,9 @@ impl RunningNode {
         let (state, actors) = crate::state::build(config, &name_prefix, cluster.state())
             .await
             .map_err(StartError::Settings)?;
+        let quotas = Arc::new(crate::quota::Quotas::new(cluster.clone()));
+        let _ = state.quotas.set(Arc::clone(&quotas));
+        crate::quota::tokens::warm_up();
         let actors = Arc::new(Mutex::new(Some(actors)));
         let background = vec![
             tokio::spawn(exchange_upstream_views(
@@ -97,6 +100,7 @@ impl RunningNode {
                 state.clone(),
                 config.cluster.gossip_interval,
             )),
+            tokio::spawn(keep_quotas(quotas)),
             tokio::spawn(follow_settings(
                 state.clone(),
                 config.clone(),
@@ -280,6 +284,17 @@ async fn exchange_upstream_views(cluster: ClusterNode, state: AppState, every: D
             }
         }
         upstreams.set_peer_views(peers);
+    }
+}
+
+/// Closes the quota leases this node held before a restart, then gives back the leases of
+/// idle keys every few seconds.
+async fn keep_quotas(quotas: Arc<crate::quota::Quotas>) {
+    quotas.close_leases_from_before().await;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        quotas.close_idle();
     }
 }
 

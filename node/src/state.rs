@@ -9,7 +9,9 @@ use aigw_cluster::ClusterState;
 use aigw_config::Config;
 use arc_swap::ArcSwap;
 
+use crate::openai::IdSigner;
 use crate::proxy::{self, RouteTable};
+use crate::usage::UsageMeter;
 
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Shared>);
@@ -29,6 +31,15 @@ pub(crate) struct Shared {
     pub retry_budget: SharedRetryBudget,
     /// Upstream attempts per request, the first included.
     pub max_attempts: u32,
+    /// Largest multipart upload streamed through (`server.max_upload_bytes`).
+    pub max_upload_bytes: usize,
+    /// Signs the ids handed out for upstream-held state (video jobs).
+    pub ids: IdSigner,
+    /// This node's usage totals per key and capability.
+    pub usage: UsageMeter,
+    /// Key limits and their leases; set by the server once the node is in the cluster (unset:
+    /// no limits are enforced, as in unit tests without a cluster).
+    pub quotas: std::sync::OnceLock<Arc<crate::quota::Quotas>>,
 }
 
 impl AppState {
@@ -66,6 +77,10 @@ pub(crate) async fn build(
         sessions: ArcSwap::new(Arc::clone(actors.sessions())),
         retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
         max_attempts: config.routing.max_attempts,
+        max_upload_bytes: config.server.max_upload_bytes,
+        ids: IdSigner::from_config(config),
+        usage: UsageMeter::default(),
+        quotas: std::sync::OnceLock::new(),
     });
     Ok((state, actors))
 }

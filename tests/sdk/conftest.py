@@ -49,10 +49,14 @@ def gateway():
         r"listening on http://(\S+)",
         "stdout",
     )
+    tmp = tempfile.TemporaryDirectory()
+    # A fresh data dir: a node restarted on an old one keeps that cluster's settings (and the
+    # address of a mock that is gone) instead of applying this [bootstrap].
     config = f"""
 [node]
 id = 1
 api_listen = "127.0.0.1:0"
+data_dir = "{os.path.join(tmp.name, 'data')}"
 
 [[bootstrap.upstreams]]
 id = "mock"
@@ -63,12 +67,28 @@ base_url = "http://{mock_addr}/v1"
 name = "chat-default"
 targets = [{{ upstream = "mock", model = "mock-model" }}]
 
+[[bootstrap.models]]
+name = "text-embedding-3-small"
+targets = [{{ upstream = "mock", model = "mock-embedding" }}]
+
+[[bootstrap.models]]
+name = "gpt-image-1"
+targets = [{{ upstream = "mock", model = "mock-image" }}]
+
+[[bootstrap.models]]
+name = "whisper-1"
+targets = [{{ upstream = "mock", model = "mock-whisper" }}]
+
+[[bootstrap.models]]
+name = "sora-2"
+targets = [{{ upstream = "mock", model = "mock-video" }}]
+
 [[bootstrap.keys]]
 name = "sdk"
 secret = "${{SDK_KEY}}"
 """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "aigw.toml")
+    with tmp:
+        path = os.path.join(tmp.name, "aigw.toml")
         with open(path, "w") as f:
             f.write(config)
         node, addr = _spawn(

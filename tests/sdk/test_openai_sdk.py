@@ -87,7 +87,8 @@ def test_streaming_tool_call(client):
 
 
 def test_models_list(client):
-    assert [m.id for m in client.models.list()] == ["chat-default"]
+    assert [m.id for m in client.models.list()] == [
+        "chat-default", "text-embedding-3-small", "gpt-image-1", "whisper-1", "sora-2"]
 
 
 def test_errors_parse_as_sdk_exceptions(gateway, client):

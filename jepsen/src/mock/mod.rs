@@ -2,11 +2,15 @@
 //!
 //! Surface (gateways use base_url `http://host:port/v1`):
 //! - `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`;
+//! - `POST /v1/images/generations`, `POST /v1/audio/transcriptions` (multipart; json, text,
+//!   srt, verbose_json and vtt answers with a duration), `/v1/videos` (create, retrieve,
+//!   content, list, delete; jobs in memory, one status step per retrieve);
 //! - `/mock/control` (GET, PUT, PATCH the [`MockBehavior`]), `GET /mock/stats`,
 //!   `POST /mock/step` (release one chunk of every gated stream), `GET /mock/last_request`.
 //!
 //! Invariants:
-//! - Faults (latency, hang, injected errors) apply to chat completions and embeddings only, so
+//! - Faults (latency, hang, injected errors) apply to the model endpoints (chat, embeddings,
+//!   images, audio, video create) only, so
 //!   `/v1/models` and `/health` stay usable as probes; `/health` has its own `unhealthy` flag.
 //! - A behaviour is snapshotted when a request arrives: a change applies to new requests at
 //!   once and never alters a response already under way.
@@ -17,16 +21,20 @@
 //!   hung requests and gated streams instead of waiting for them.
 
 mod admission;
+mod audio;
 mod behavior;
 mod chat;
 mod control;
 mod embeddings;
 mod error;
+mod form;
+mod images;
 mod last_request;
 mod request;
 mod router;
 mod state;
 mod stats;
+mod videos;
 mod wire;
 
 use std::net::SocketAddr;

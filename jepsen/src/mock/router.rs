@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -11,12 +12,31 @@ use http::StatusCode;
 
 use super::error::{ApiError, json_response};
 use super::state::MockState;
-use super::{chat, control, embeddings, wire};
+use super::{audio, chat, control, embeddings, images, videos, wire};
+
+/// Uploads the mock accepts (the admission reads up to 64 MiB too).
+const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 pub(crate) fn build(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/images/generations", post(images::generate))
+        .route(
+            "/v1/audio/transcriptions",
+            post(audio::transcribe).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/v1/videos",
+            post(videos::create)
+                .get(videos::list)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/v1/videos/{id}",
+            get(videos::retrieve).delete(videos::delete),
+        )
+        .route("/v1/videos/{id}/content", get(videos::content))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route(

@@ -66,6 +66,7 @@ pub(crate) struct MockState {
     /// so a step issued just before the stream starts waiting is not lost.
     steps: watch::Sender<u64>,
     pub(crate) last_request: LastRequestSlot,
+    pub(crate) videos: super::videos::VideoJobs,
 }
 
 impl MockState {
@@ -76,6 +77,7 @@ impl MockState {
             counters: Arc::default(),
             steps: watch::Sender::new(0),
             last_request: LastRequestSlot::default(),
+            videos: super::videos::VideoJobs::default(),
         }
     }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use aigw_cluster::{
-    AllowedModels, Command, KeyId, KeyPatch, KeyRecord, KeySecretHash, Outcome, unix_now,
+    AllowedModels, Budget, BudgetKey, Command, Dimension, KeyId, KeyLimits, KeyPatch, KeyRecord,
+    KeySecretHash, Outcome, Period, unix_now,
 };
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,85 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::error::AdminError;
 use super::parse_json;
+
+/// `limits` as the admin API takes and shows them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsJson {
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    max_concurrent: Option<u32>,
+    #[serde(default)]
+    calls: Option<BudgetJson>,
+    #[serde(default)]
+    tokens: Option<BudgetJson>,
+    #[serde(default)]
+    input_tokens: Option<BudgetJson>,
+    #[serde(default)]
+    output_tokens: Option<BudgetJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetJson {
+    limit: u64,
+    period: String,
+}
+
+impl LimitsJson {
+    fn into_limits(self) -> Result<KeyLimits, AdminError> {
+        let budget = |name: &str, b: Option<BudgetJson>| -> Result<Option<Budget>, AdminError> {
+            b.map(|b| {
+                let period = Period::parse(&b.period).ok_or_else(|| {
+                    AdminError::BadRequest(format!(
+                        "limits.{name}.period: {:?} is not a period; expected minute, hour, day, month or total",
+                        b.period
+                    ))
+                })?;
+                Ok(Budget { limit: b.limit, period })
+            })
+            .transpose()
+        };
+        for (name, value) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+            if value == Some(0) {
+                return Err(AdminError::BadRequest(format!(
+                    "limits.{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.max_concurrent == Some(0) {
+            return Err(AdminError::BadRequest(
+                "limits.max_concurrent must be greater than 0".into(),
+            ));
+        }
+        Ok(KeyLimits {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            max_concurrent: self.max_concurrent,
+            calls: budget("calls", self.calls)?,
+            tokens: budget("tokens", self.tokens)?,
+            input_tokens: budget("input_tokens", self.input_tokens)?,
+            output_tokens: budget("output_tokens", self.output_tokens)?,
+        })
+    }
+}
+
+fn limits_view(limits: &KeyLimits) -> Value {
+    let budget =
+        |b: &Option<Budget>| b.map(|b| json!({"limit": b.limit, "period": b.period.as_str()}));
+    json!({
+        "rpm": limits.rpm,
+        "tpm": limits.tpm,
+        "max_concurrent": limits.max_concurrent,
+        "calls": budget(&limits.calls),
+        "tokens": budget(&limits.tokens),
+        "input_tokens": budget(&limits.input_tokens),
+        "output_tokens": budget(&limits.output_tokens),
+    })
+}
 
 /// A key as the admin API shows it: everything but the secret, which is never stored.
 pub(crate) fn key_view(key: &KeyRecord) -> Value {
@@ -29,7 +109,41 @@ pub(crate) fn key_view(key: &KeyRecord) -> Value {
         "metadata": key.metadata,
         "created_at": key.created_at,
         "revision": key.revision,
+        "limits": limits_view(&key.limits),
     })
+}
+
+/// Each budget's state in its current period, cluster-wide: what is used for sure (given back
+/// by closed leases), what nodes hold (leased, partly used), what is left to lease.
+fn usage_view(key: &KeyRecord, snapshot: &aigw_cluster::StateSnapshot) -> Value {
+    let now = unix_now();
+    let mut out = serde_json::Map::new();
+    for dimension in Dimension::ALL {
+        let Some(budget) = key.limits.budget(dimension) else {
+            continue;
+        };
+        let at = BudgetKey {
+            key: key.id.clone(),
+            dimension,
+            period: budget.period.id_at(now),
+        };
+        let (closed, leased, available) = match snapshot.budgets.get(&at) {
+            Some(state) => (state.closed_used, state.leased(), state.available),
+            None => (0, 0, budget.limit),
+        };
+        out.insert(
+            dimension.as_str().to_owned(),
+            json!({
+                "limit": budget.limit,
+                "period": budget.period.as_str(),
+                "used": closed,
+                "leased_to_nodes": leased,
+                "remaining": available,
+                "resets_at": budget.period.ends_after(now),
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 #[derive(Deserialize)]
@@ -47,6 +161,8 @@ struct CreateKey {
     /// A secret of the caller's choosing; generated when absent.
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    limits: Option<LimitsJson>,
 }
 
 fn all_models() -> Vec<String> {
@@ -105,6 +221,11 @@ pub(crate) async fn create(
         metadata: request.metadata,
         created_at: unix_now(),
         revision: 0,
+        limits: request
+            .limits
+            .map(LimitsJson::into_limits)
+            .transpose()?
+            .unwrap_or_default(),
     };
     match state.cluster.write(Command::CreateKey { key }).await? {
         Outcome::Key(key) => {
@@ -171,7 +292,12 @@ pub(crate) async fn get(
         .keys
         .get(&id)
         .ok_or_else(|| AdminError::NotFound(format!("no key with id `{id}`")))?;
-    Ok(Json(key_view(key)))
+    let mut view = key_view(key);
+    view["usage"] = usage_view(key, &snapshot);
+    if let Some((rpm, tpm)) = state.app.quotas.get().and_then(|q| q.local_rates(&key.id)) {
+        view["rate_on_this_node"] = json!({"remaining_requests": rpm, "remaining_tokens": tpm});
+    }
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
@@ -188,6 +314,8 @@ struct PatchKey {
     expires_at: Option<Option<u64>>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    limits: Option<LimitsJson>,
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
@@ -211,6 +339,7 @@ pub(crate) async fn update(
         enabled: request.enabled,
         expires_at: request.expires_at,
         metadata: request.metadata,
+        limits: request.limits.map(LimitsJson::into_limits).transpose()?,
     };
     match state
         .cluster

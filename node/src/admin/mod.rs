@@ -8,6 +8,7 @@ mod cluster;
 pub(crate) mod error;
 mod keys;
 mod settings;
+mod usage;
 
 use aigw_cluster::{ClusterNode, EnvLookup};
 use axum::Router;
@@ -41,6 +42,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/settings", get(settings::get).put(settings::put))
         .route("/cluster", get(cluster::status))
         .route("/upstreams", get(upstreams))
+        .route("/usage", get(usage::totals))
         .route("/cluster/members/{id}", delete(cluster::remove_member))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

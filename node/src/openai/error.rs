@@ -32,6 +32,12 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("Could not read the request body: {0}")]
     BodyUnreadable(String),
+    /// A multipart/form-data body that cannot be parsed.
+    #[error("Invalid multipart/form-data body: {0}")]
+    InvalidMultipart(String),
+    /// An id the gateway did not hand out to this key (or that was altered).
+    #[error("No {what} found with id `{id}`.")]
+    UnknownId { what: &'static str, id: String },
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
     #[error("Unknown request URL: {method} {path}.")]
@@ -52,6 +58,21 @@ pub enum ApiError {
     NoUpstreamAvailable { model: String },
     #[error("The server had an error while processing your request.")]
     Internal,
+    /// A rate limit (RPM, TPM, concurrency) of the key: 429.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A period budget of the key is used up: 429 `insufficient_quota`.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The key's budget needs a new lease and the cluster cannot grant one (no quorum).
+    #[error("Cannot check this key's quota right now: {0}")]
+    QuotaUnavailable(String),
+    /// `inner`, answered with `headers` too (`retry-after`, `x-ratelimit-*`).
+    #[error("{inner}")]
+    Refused {
+        inner: Box<ApiError>,
+        headers: Box<HeaderMap>,
+    },
 }
 
 /// An upstream's error answer: its status, its body (already in OpenAI's shape, see
@@ -70,10 +91,13 @@ impl ApiError {
             Self::MissingKey | Self::InvalidKey | Self::KeyDisabled | Self::KeyExpired => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::InvalidJson(_) | Self::InvalidParam { .. } | Self::BodyUnreadable(_) => {
-                StatusCode::BAD_REQUEST
+            Self::InvalidJson(_)
+            | Self::InvalidParam { .. }
+            | Self::BodyUnreadable(_)
+            | Self::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound(_) | Self::UnknownUrl { .. } | Self::UnknownId { .. } => {
+                StatusCode::NOT_FOUND
             }
-            Self::ModelNotFound(_) | Self::UnknownUrl { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -81,6 +105,9 @@ impl ApiError {
             Self::UpstreamAnswered(answer) => answer.status,
             Self::NoUpstreamAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused { inner, .. } => inner.status(),
         }
     }
 
@@ -89,7 +116,11 @@ impl ApiError {
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::NoUpstreamAvailable { .. }
-            | Self::Internal => "server_error",
+            | Self::Internal
+            | Self::QuotaUnavailable(_) => "server_error",
+            Self::RateLimited(_) => "requests",
+            Self::QuotaExceeded(_) => "insufficient_quota",
+            Self::Refused { inner, .. } => inner.kind(),
             Self::UpstreamAnswered(answer) if answer.status.is_server_error() => "server_error",
             _ => "invalid_request_error",
         }
@@ -114,6 +145,8 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyUnreadable(_) => "invalid_body",
+            Self::InvalidMultipart(_) => "invalid_multipart",
+            Self::UnknownId { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UnknownUrl { .. } => "unknown_url",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -121,6 +154,10 @@ impl ApiError {
             Self::UpstreamAnswered(_) => "upstream_error",
             Self::NoUpstreamAvailable { .. } => "upstream_unavailable",
             Self::Internal => "internal_error",
+            Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::QuotaExceeded(_) => "insufficient_quota",
+            Self::QuotaUnavailable(_) => "quota_unavailable",
+            Self::Refused { inner, .. } => inner.code(),
         }
     }
 
@@ -152,6 +189,8 @@ impl IntoResponse for ApiError {
         }
         if let Self::UpstreamAnswered(answer) = self {
             response.headers_mut().extend(answer.headers);
+        } else if let Self::Refused { headers, .. } = self {
+            response.headers_mut().extend(*headers);
         }
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -4,14 +4,22 @@
 //! A handler reads like the request flow in docs/ARCHITECTURE.md: authenticate, read and parse
 //! only what routing needs, route, forward, relay.
 
+mod audio;
 mod auth;
 mod body;
 mod chat;
+mod embeddings;
 pub(crate) mod error;
 mod fallback;
+mod images;
 mod models;
+mod multipart;
+pub(crate) mod routed;
+mod signed_id;
+mod videos;
 
 pub(crate) use error::{ApiError, UpstreamAnswer, error_body};
+pub(crate) use signed_id::IdSigner;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -21,6 +29,15 @@ use crate::state::AppState;
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/images/generations", post(images::generate))
+        .route("/v1/audio/transcriptions", post(audio::transcribe))
+        .route("/v1/videos", post(videos::create).get(videos::list))
+        .route(
+            "/v1/videos/{id}",
+            get(videos::retrieve).delete(videos::delete),
+        )
+        .route("/v1/videos/{id}/content", get(videos::content))
         .route("/v1/models", get(models::list))
         .fallback(fallback::unknown_url)
         .method_not_allowed_fallback(fallback::method_not_allowed)

@@ -14,13 +14,13 @@
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use aigw_actors::{Attempt, AttemptResult};
 
 use super::body::{FirstFrame, TimedBody};
-use super::routes::RouteTarget;
+use super::upstream::UpstreamEndpoint;
 use super::{relay_error, relayed_headers};
 use crate::openai::{ApiError, UpstreamAnswer};
 
@@ -77,19 +77,44 @@ impl AttemptError {
     }
 }
 
-/// POSTs `body` to `path` on the target's upstream, reporting the outcome through `attempt`.
-pub(crate) async fn run(
-    target: &RouteTarget,
+/// What one attempt sends: method, path (with its query) under the upstream's `base_url`, the
+/// content type and the body.
+pub(crate) struct UpstreamCall {
+    pub method: Method,
+    pub path_and_query: String,
+    pub content_type: Option<HeaderValue>,
+    pub body: Body,
+}
+
+impl UpstreamCall {
+    /// A JSON POST, the shape of every model endpoint.
+    pub fn post_json(path: &str, body: Bytes) -> Self {
+        Self {
+            method: Method::POST,
+            path_and_query: path.to_owned(),
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body: Body::from(body),
+        }
+    }
+}
+
+/// Sends `call` to `upstream` with its credentials, reporting the outcome through `attempt`.
+pub(crate) async fn run_call(
+    upstream: &UpstreamEndpoint,
     mut attempt: Attempt,
-    path: &str,
-    body: Bytes,
+    call: UpstreamCall,
 ) -> Result<Response<Body>, AttemptError> {
-    let upstream = &target.upstream;
     let deadline = Instant::now() + upstream.timeouts.total;
-    let mut request = Request::post(upstream.uri(path).map_err(internal)?)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
+    let mut request = Request::builder()
+        .method(call.method)
+        .uri(upstream.uri(&call.path_and_query).map_err(internal)?)
+        .body(call.body)
         .map_err(|_| internal(ApiError::Internal))?;
+    if let Some(content_type) = call.content_type {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
     if let Some(authorization) = upstream.authorization() {
         request
             .headers_mut()

@@ -12,6 +12,7 @@ mod pick;
 mod probe;
 mod routes;
 mod status;
+pub(crate) mod tap;
 mod upstream;
 
 use std::collections::HashMap;
@@ -35,7 +36,9 @@ pub(crate) use upstream::UpstreamEndpoint;
 
 use crate::openai::{ApiError, error_body};
 use crate::state::AppState;
+pub(crate) use attempt::UpstreamCall;
 use attempt::attempts_header;
+pub(crate) use body::BoxError;
 use pick::Picker;
 
 /// How much of an upstream's error body we read to relay it.
@@ -67,13 +70,31 @@ pub(crate) async fn forward(
     session: Option<SessionKey>,
     body_for: impl Fn(&RouteTarget) -> Bytes,
 ) -> Forwarded {
+    forward_call(state, model, route, session, true, |target| {
+        Some(UpstreamCall::post_json(path, body_for(target)))
+    })
+    .await
+}
+
+/// [`forward`] for any call: `call_for` makes the call for a target. A call whose body can be
+/// sent only once (a streamed upload) is not `replayable`: it gets one attempt, since its
+/// body is gone with the first.
+pub(crate) async fn forward_call(
+    state: &AppState,
+    model: &str,
+    route: &ModelRoute,
+    session: Option<SessionKey>,
+    replayable: bool,
+    mut call_for: impl FnMut(&RouteTarget) -> Option<UpstreamCall>,
+) -> Forwarded {
     let sessions = state.sessions.load_full();
     let bound = session.and_then(|s| sessions.bound_upstream(s));
     let mut picker = Picker::new(route, session, bound);
     state.retry_budget.record_request();
     let mut attempts = 0;
     let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
-    while attempts < state.max_attempts {
+    let max_attempts = if replayable { state.max_attempts } else { 1 };
+    while attempts < max_attempts {
         let Some((target, ticket)) = picker.next() else {
             break;
         };
@@ -81,8 +102,11 @@ pub(crate) async fn forward(
             tracing::debug!(model, "retry budget spent; no further attempt");
             break;
         }
+        let Some(call) = call_for(target) else {
+            break;
+        };
         attempts += 1;
-        match attempt::run(target, ticket, path, body_for(target)).await {
+        match attempt::run_call(&target.upstream, ticket, call).await {
             Ok(response) => {
                 if let Some(session) = session {
                     sessions.served(session, &target.upstream.id);
@@ -113,6 +137,28 @@ pub(crate) async fn forward(
             finish(error.into_response(), None, attempts)
         }
     }
+}
+
+/// One call to a named upstream, not chosen by a model's route: a follow-up on a job that
+/// lives there (a video). No failover: the job exists nowhere else. `None` when the upstream
+/// is not in the current route table.
+pub(crate) async fn call_upstream(
+    state: &AppState,
+    upstream: &str,
+    call: UpstreamCall,
+) -> Option<Forwarded> {
+    let routes = state.routes.load_full();
+    let target = routes.target_on(upstream)?;
+    // Even past an open breaker: the job exists on no other upstream, and its answer (or
+    // failure) still feeds the breaker.
+    let Some(ticket) = target.handle.begin(aigw_actors::Admission::Open) else {
+        return Some(finish(ApiError::Internal.into_response(), Some(target), 0));
+    };
+    let response = match attempt::run_call(&target.upstream, ticket, call).await {
+        Ok(response) => response,
+        Err(error) => error.error.into_response(),
+    };
+    Some(finish(response, Some(target), 1))
 }
 
 fn finish(mut response: Response<Body>, target: Option<&RouteTarget>, attempts: u32) -> Forwarded {

@@ -114,6 +114,14 @@ impl RouteTable {
         self.models.get(model)
     }
 
+    /// A target on the upstream `id` (any model's), for calls that must go to that upstream.
+    pub fn target_on(&self, id: &str) -> Option<&RouteTarget> {
+        self.models
+            .values()
+            .flat_map(|route| &route.targets)
+            .find(|target| &*target.upstream.id == id)
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(String::as_str)
     }

@@ -1,0 +1,84 @@
+//! `POST /v1/audio/transcriptions`: a multipart upload streamed through to one target of the
+//! model (multipart.rs finds the model and swaps in the upstream's name), every response
+//! format passed through as the upstream sends it. An upload gets one attempt: its body is
+//! not kept, so it cannot be sent again. Audio seconds are metered from the answer's
+//! `duration` (`verbose_json`), else from the uploaded file's header (symphonia).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+
+use super::ApiError;
+use super::auth::Caller;
+use super::multipart::Upload;
+use super::routed::route_for;
+use crate::proxy::tap::{TapBody, number_field};
+use crate::proxy::{self};
+use crate::state::AppState;
+use crate::usage::audio::seconds_from_header;
+use crate::usage::{Capability, UsageRecord};
+
+pub(super) async fn transcribe(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
+    let routes = state.routes.load_full();
+    let route = route_for(&routes, &key, &upload.model)?;
+    let uploaded = upload.state();
+    let format = upload.field("response_format").unwrap_or("json").to_owned();
+    let model = upload.model.clone();
+    let forwarded = proxy::forward_call(&state, &model, route, None, false, |target| {
+        upload.take_call("/audio/transcriptions", target)
+    })
+    .await;
+    if uploaded.exceeded() {
+        return Ok(ApiError::BodyTooLarge {
+            limit: state.max_upload_bytes,
+        }
+        .into_response());
+    }
+    tracing::info!(
+        key = %key.id,
+        model = %model,
+        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
+        status = forwarded.response.status().as_u16(),
+        format = %format,
+        "audio transcription"
+    );
+    let mut response = forwarded.response;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let meter = state.clone();
+    let key_id = key.id.clone();
+    let upstream_body = std::mem::take(response.body_mut());
+    *response.body_mut() = TapBody::wrap(upstream_body, move |ends| {
+        if let Some(seconds) = number_field(&ends.head, "duration") {
+            let record = UsageRecord {
+                audio_seconds: Some(seconds),
+                ..UsageRecord::default()
+            };
+            meter
+                .usage
+                .record(&key_id, Capability::AudioTranscriptions, &record);
+            return;
+        }
+        // Reading the header is CPU work; keep it off the request's thread.
+        tokio::task::spawn_blocking(move || {
+            let head = uploaded.file_head("file");
+            let seconds = head.and_then(|head| seconds_from_header(&head, None));
+            let record = UsageRecord {
+                audio_seconds: seconds,
+                ..UsageRecord::default()
+            };
+            meter
+                .usage
+                .record(&key_id, Capability::AudioTranscriptions, &record);
+        });
+    });
+    Ok(response)
+}

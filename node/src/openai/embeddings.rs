@@ -1,0 +1,52 @@
+//! `POST /v1/embeddings`: routed like chat; the input tokens are metered from the upstream's
+//! `usage.prompt_tokens`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use http::HeaderMap;
+
+use super::ApiError;
+use super::auth::Caller;
+use super::body::read_limited;
+use super::routed::route_json;
+use crate::proxy::tap::{TapBody, number_field};
+use crate::state::AppState;
+use crate::usage::{Capability, UsageRecord};
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_limited(&headers, body, state.max_body_bytes).await?;
+    let routed = route_json(&state, &key, &headers, &body, "/embeddings").await?;
+    let forwarded = routed.forwarded;
+    tracing::info!(
+        key = %key.id,
+        model = %routed.model,
+        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
+        attempts = forwarded.attempts,
+        status = forwarded.response.status().as_u16(),
+        "embeddings"
+    );
+    let mut response = forwarded.response;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let meter = state.clone();
+    let key_id = key.id.clone();
+    let upstream_body = std::mem::take(response.body_mut());
+    *response.body_mut() = TapBody::wrap(upstream_body, move |ends| {
+        // OpenAI puts `usage` last; some servers put it first. Either end has it.
+        let tokens = number_field(&ends.tail, "prompt_tokens")
+            .or_else(|| number_field(&ends.head, "prompt_tokens"));
+        let record = UsageRecord {
+            input_tokens: tokens.map(|t| t as u64),
+            ..UsageRecord::default()
+        };
+        meter.usage.record(&key_id, Capability::Embeddings, &record);
+    });
+    Ok(response)
+}

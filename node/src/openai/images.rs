@@ -1,0 +1,78 @@
+//! `POST /v1/images/generations`: routed like chat; the image count (`n`) and size tier
+//! (`size`) of the request are metered when the upstream answers 2xx.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use http::HeaderMap;
+use serde::Deserialize;
+
+use super::ApiError;
+use super::auth::Caller;
+use super::body::read_limited;
+use super::routed::route_json;
+use crate::state::AppState;
+use crate::usage::{Capability, UsageRecord};
+
+/// The metered fields of an image request; anything else is the upstream's to judge.
+#[derive(Deserialize)]
+struct ImageFields {
+    #[serde(default)]
+    n: Option<serde_json::Value>,
+    #[serde(default)]
+    size: Option<serde_json::Value>,
+}
+
+pub(super) async fn generate(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_limited(&headers, body, state.max_body_bytes).await?;
+    let routed = route_json(&state, &key, &headers, &body, "/images/generations").await?;
+    let forwarded = routed.forwarded;
+    tracing::info!(
+        key = %key.id,
+        model = %routed.model,
+        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
+        attempts = forwarded.attempts,
+        status = forwarded.response.status().as_u16(),
+        "image generation"
+    );
+    if forwarded.response.status().is_success() {
+        state
+            .usage
+            .record(&key.id, Capability::Images, &image_usage(&body));
+    }
+    Ok(forwarded.response)
+}
+
+/// `n` (default 1) and `size` (default `"auto"`) as the request gives them.
+fn image_usage(body: &[u8]) -> UsageRecord {
+    let fields: Option<ImageFields> = serde_json::from_slice(body).ok();
+    let (n, size) = fields.map_or((None, None), |f| (f.n, f.size));
+    UsageRecord {
+        images: Some(n.and_then(|n| n.as_u64()).unwrap_or(1)),
+        size_tier: Some(
+            size.and_then(|s| s.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "auto".to_owned()),
+        ),
+        ..UsageRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_and_size_come_from_the_request_with_defaults() {
+        let usage = image_usage(br#"{"model":"m","prompt":"p","n":3,"size":"256x256"}"#);
+        assert_eq!(usage.images, Some(3));
+        assert_eq!(usage.size_tier.as_deref(), Some("256x256"));
+        let usage = image_usage(br#"{"model":"m","prompt":"p"}"#);
+        assert_eq!(usage.images, Some(1));
+        assert_eq!(usage.size_tier.as_deref(), Some("auto"));
+    }
+}

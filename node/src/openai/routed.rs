@@ -1,0 +1,111 @@
+//! The flow every model endpoint shares once the caller is authenticated: the model's route
+//! for this key, the sticky session, and the forward with failover. `route_json` is the
+//! whole of it for a JSON body ("JSON body with a model -> routed POST to PATH"); `route_for`
+//! is the part a multipart endpoint uses after finding its model in the stream.
+
+use std::sync::Arc;
+
+use aigw_actors::SessionKey;
+use aigw_cluster::KeyRecord;
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::ApiError;
+use super::body::RoutingFields;
+use crate::proxy::{self, Forwarded, ModelRoute, RouteTable};
+use crate::state::AppState;
+
+/// Names a sticky session explicitly; without it, the body's `user` does.
+const SESSION_HEADER: &str = "x-session-id";
+
+/// A JSON request forwarded upstream, and what the request log and the meter need of it.
+pub(crate) struct RoutedJson {
+    pub model: String,
+    #[allow(dead_code)] // for chat.rs's request log, once it calls route_json
+    pub stream: bool,
+    pub forwarded: Forwarded,
+}
+
+/// Routes a JSON body with a `model` to `path` on one of the model's targets (the upstream
+/// model name spliced in), with failover. 400 for bad JSON or model, 404 for a model the key
+/// may not use or that has no route.
+pub(crate) async fn route_json(
+    state: &AppState,
+    key: &KeyRecord,
+    headers: &HeaderMap,
+    body: &Bytes,
+    path: &str,
+) -> Result<RoutedJson, ApiError> {
+    let fields = RoutingFields::parse(body)?;
+    let routes = state.routes.load_full();
+    let route = route_for(&routes, key, &fields.model)?;
+    let session = sticky_session(route, &fields.model, headers, fields.user.as_deref());
+    let forwarded = proxy::forward(state, &fields.model, route, path, session, |target| {
+        fields.splice_model(body, &target.model_json)
+    })
+    .await;
+    Ok(RoutedJson {
+        model: fields.model,
+        stream: fields.stream,
+        forwarded,
+    })
+}
+
+/// The route of `model` if `key` may use it; 404 otherwise, the same answer for a model that
+/// does not exist as for one the key may not see.
+pub(crate) fn route_for<'r>(
+    routes: &'r Arc<RouteTable>,
+    key: &KeyRecord,
+    model: &str,
+) -> Result<&'r ModelRoute, ApiError> {
+    if !key.models.allows(model) {
+        return Err(ApiError::ModelNotFound(model.to_owned()));
+    }
+    routes
+        .get(model)
+        .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))
+}
+
+/// The sticky session of a request, for a model whose strategy is `sticky`.
+pub(crate) fn sticky_session(
+    route: &ModelRoute,
+    model: &str,
+    headers: &HeaderMap,
+    user: Option<&str>,
+) -> Option<SessionKey> {
+    match route.strategy {
+        aigw_config::Strategy::Sticky => {
+            session_id(headers, user).map(|id| SessionKey::new(model, id))
+        }
+        _ => None,
+    }
+}
+
+/// The session a request belongs to: the `x-session-id` header, else the body's `user`.
+fn session_id<'a>(headers: &'a HeaderMap, user: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .or(user.filter(|u| !u.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn the_session_header_wins_over_the_user_field() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_id(&headers, Some("alice")), Some("alice"));
+        assert_eq!(session_id(&headers, Some("")), None);
+        assert_eq!(session_id(&headers, None), None);
+        headers.insert(SESSION_HEADER, HeaderValue::from_static("conv-9"));
+        assert_eq!(session_id(&headers, Some("alice")), Some("conv-9"));
+        headers.insert(SESSION_HEADER, HeaderValue::from_static(" "));
+        assert_eq!(session_id(&headers, Some("alice")), Some("alice"));
+    }
+}

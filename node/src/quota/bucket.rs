@@ -1,0 +1,117 @@
+//! A token bucket: this node's share of a per-minute rate limit.
+//!
+//! It refills at `share / 60` per second up to a capacity of a sixth of the share (a 10 s
+//! burst, QUOTAS.md's β = 1/6), but never less than one unit so a small share still admits.
+//! Pure: the caller passes the time.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    /// Units per minute this node may admit.
+    share: f64,
+    capacity: f64,
+    level: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    pub fn new(share_per_minute: f64, now: Instant) -> Self {
+        let capacity = (share_per_minute / 6.0).max(1.0_f64.min(share_per_minute));
+        Self {
+            share: share_per_minute,
+            capacity,
+            level: capacity,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.level = (self.level + elapsed * self.share / 60.0).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// Takes `cost` if the bucket holds it.
+    pub fn try_take(&mut self, cost: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.level + 1e-9 >= cost {
+            self.level -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adjusts after the fact (a reservation that turned out larger or smaller); the level may
+    /// go below zero, which is a debt paid before the next admission.
+    pub fn adjust(&mut self, delta: f64, now: Instant) {
+        self.refill(now);
+        self.level = (self.level + delta).min(self.capacity);
+    }
+
+    /// Whole units available now.
+    pub fn remaining(&mut self, now: Instant) -> u64 {
+        self.refill(now);
+        self.level.max(0.0) as u64
+    }
+
+    /// How long until `cost` units are available (zero if they are).
+    pub fn wait_for(&mut self, cost: f64, now: Instant) -> Duration {
+        self.refill(now);
+        let missing = cost.min(self.capacity) - self.level;
+        if missing <= 0.0 || self.share <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(missing * 60.0 / self.share)
+    }
+
+    /// How long until the bucket is full again.
+    pub fn until_full(&mut self, now: Instant) -> Duration {
+        self.wait_for(self.capacity, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_of_60_per_minute_admits_a_burst_of_10_then_one_per_second() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(60.0, start);
+        let burst = (0..100).take_while(|_| bucket.try_take(1.0, start)).count();
+        assert_eq!(burst, 10);
+        assert_eq!(bucket.wait_for(1.0, start), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!bucket.try_take(1.0, Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(bucket.try_take(1.0, Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_a_minute_admissions_stay_within_share_plus_burst() {
+        let mut bucket = Bucket::new(600.0, Instant::now());
+        let mut admitted = 0;
+        for _ in 0..6000 {
+            if bucket.try_take(1.0, Instant::now()) {
+                admitted += 1;
+            }
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert!(admitted <= 600 + 100, "{admitted}");
+        assert!(admitted >= 600, "{admitted}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_debt_delays_the_next_admission() {
+        let now = Instant::now();
+        let mut bucket = Bucket::new(60.0, now);
+        assert!(bucket.try_take(10.0, now));
+        bucket.adjust(-5.0, now);
+        assert!(!bucket.try_take(1.0, now));
+        assert_eq!(bucket.wait_for(1.0, now), Duration::from_secs(6));
+    }
+}

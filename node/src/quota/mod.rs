@@ -1,0 +1,580 @@
+//! Admission against a key's limits, cluster-wide, without a Raft write per request.
+//!
+//! Period budgets (calls, tokens, input and output tokens per minute/hour/day/month/total) are
+//! spent from leases: this node asks the cluster for a slice of a budget (`GrantLease`,
+//! `available -= slice`) and admits locally while the slice lasts, one short lock per
+//! admission. Only an empty slice makes a request wait, for the next grant. A slice is given
+//! back with what was used (`CloseLease`) when the period rolls over, when it runs dry, or after
+//! the key has been idle; after a restart a node closes its old leases as fully used. So
+//! admissions never exceed a budget under any fault (QUOTAS.md), at the cost of capacity
+//! stranded on an unreachable node until it returns.
+//!
+//! Rates (RPM, TPM) are enforced by a token bucket holding this node's share: the limit divided
+//! by the number of voting members (QUOTAS.md's fallback share, which always sums to at most the
+//! limit). Demand-weighted shares are not built yet.
+//!
+//! Tokens are reserved at admission (input estimate + the output maximum) and reconciled with
+//! the upstream's `usage` when the response ends; a reservation is refunded only to the lease it
+//! came from (otherwise it stays counted, which strands but never over-admits).
+
+mod bucket;
+pub(crate) mod tap;
+pub(crate) mod tokens;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aigw_cluster::{
+    Budget, BudgetKey, ClusterError, ClusterNode, Command, Dimension, KeyId, KeyRecord, NodeId,
+    Outcome, unix_now,
+};
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use crate::openai::ApiError;
+use bucket::Bucket;
+use tap::Usage;
+use tokens::Estimate;
+
+/// A key idle this long gives its leases back.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Leases and rate buckets of the keys this node has seen.
+pub(crate) struct Quotas {
+    cluster: ClusterNode,
+    node: NodeId,
+    keys: DashMap<KeyId, Arc<KeyQuota>>,
+}
+
+#[derive(Default)]
+struct KeyQuota {
+    slots: [Slot; 4],
+    rate: Mutex<Rates>,
+    in_flight: AtomicU32,
+    /// Unix seconds of the last admission.
+    last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Slot {
+    held: Mutex<Option<HeldLease>>,
+    /// Serialises refills: one grant at a time per budget on this node.
+    refill: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone)]
+struct HeldLease {
+    id: u64,
+    budget: BudgetKey,
+    slice: u64,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Rates {
+    /// (limit, voters) the bucket was sized for, and the bucket.
+    rpm: Option<((u64, usize), Bucket)>,
+    tpm: Option<((u64, usize), Bucket)>,
+}
+
+fn slot_index(dimension: Dimension) -> usize {
+    match dimension {
+        Dimension::Calls => 0,
+        Dimension::Tokens => 1,
+        Dimension::InputTokens => 2,
+        Dimension::OutputTokens => 3,
+    }
+}
+
+/// Units one request reserves in each dimension.
+fn cost(dimension: Dimension, estimate: Estimate) -> u64 {
+    match dimension {
+        Dimension::Calls => 1,
+        Dimension::Tokens => estimate.input + estimate.output,
+        Dimension::InputTokens => estimate.input,
+        Dimension::OutputTokens => estimate.output,
+    }
+}
+
+fn actual(dimension: Dimension, usage: Usage) -> u64 {
+    match dimension {
+        Dimension::Calls => 1,
+        Dimension::Tokens => usage.input + usage.output,
+        Dimension::InputTokens => usage.input,
+        Dimension::OutputTokens => usage.output,
+    }
+}
+
+struct Reservation {
+    dimension: Dimension,
+    lease: u64,
+    cost: u64,
+}
+
+/// One admitted request's claims, settled when its response ends.
+pub(crate) struct Admission {
+    quota: Option<Arc<KeyQuota>>,
+    estimate: Estimate,
+    reservations: Vec<Reservation>,
+    tpm_taken: f64,
+    holds_concurrency: bool,
+    headers: HeaderMap,
+}
+
+impl Admission {
+    fn unlimited() -> Self {
+        Self {
+            quota: None,
+            estimate: Estimate {
+                input: 0,
+                output: 0,
+                has_stream_options: false,
+            },
+            reservations: Vec::new(),
+            tpm_taken: 0.0,
+            holds_concurrency: false,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Whether the response's token usage matters (a token budget or a TPM limit).
+    pub fn counts_tokens(&self) -> bool {
+        self.tpm_taken > 0.0
+            || self
+                .reservations
+                .iter()
+                .any(|r| r.dimension != Dimension::Calls)
+    }
+
+    /// The client asked for `stream_options` itself (so its usage chunk is its own).
+    pub fn client_set_stream_options(&self) -> bool {
+        self.estimate.has_stream_options
+    }
+
+    /// The `x-ratelimit-*` headers for the response.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Reconciles the reservations with what was used (`None`: unknown, keep them all).
+    pub fn settle(mut self, usage: Option<Usage>) {
+        let Some(quota) = self.quota.take() else {
+            return;
+        };
+        if let Some(usage) = usage {
+            for r in &self.reservations {
+                if r.dimension == Dimension::Calls {
+                    continue;
+                }
+                let used = actual(r.dimension, usage);
+                let mut held = quota.slots[slot_index(r.dimension)]
+                    .held
+                    .lock()
+                    .expect("quota lock");
+                if let Some(lease) = held.as_mut().filter(|l| l.id == r.lease) {
+                    // Above the reservation is a debt the slice pays before the next admission.
+                    lease.used = (lease.used + used).saturating_sub(r.cost);
+                }
+            }
+            if self.tpm_taken > 0.0 {
+                let used = (usage.input + usage.output) as f64;
+                let mut rates = quota.rate.lock().expect("quota lock");
+                if let Some((_, bucket)) = rates.tpm.as_mut() {
+                    bucket.adjust(self.tpm_taken - used, Instant::now());
+                }
+            }
+        }
+        if self.holds_concurrency {
+            quota.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.holds_concurrency = false;
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.holds_concurrency
+            && let Some(quota) = &self.quota
+        {
+            quota.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A refusal, with the headers that explain it.
+fn refuse(error: ApiError, headers: HeaderMap) -> ApiError {
+    ApiError::Refused {
+        inner: Box::new(error),
+        headers: Box::new(headers),
+    }
+}
+
+impl Quotas {
+    pub fn new(cluster: ClusterNode) -> Self {
+        Self {
+            node: cluster.id(),
+            cluster,
+            keys: DashMap::new(),
+        }
+    }
+
+    /// Admits one request of `key` expected to cost `estimate`, or refuses it with 429 (rate:
+    /// `rate_limit_exceeded`; budget: `insufficient_quota`). Waits on the cluster only when a
+    /// budget's slice is empty.
+    pub async fn admit(&self, key: &KeyRecord, estimate: Estimate) -> Result<Admission, ApiError> {
+        let limits = &key.limits;
+        if limits.is_empty() {
+            return Ok(Admission::unlimited());
+        }
+        let quota = self.keys.entry(key.id.clone()).or_default().value().clone();
+        quota.last_used.store(unix_now(), Ordering::Relaxed);
+        let voters = self.cluster.state().load().voters;
+        let mut admission = Admission {
+            quota: Some(Arc::clone(&quota)),
+            estimate,
+            reservations: Vec::new(),
+            tpm_taken: 0.0,
+            holds_concurrency: false,
+            headers: HeaderMap::new(),
+        };
+
+        if let Some(max) = limits.max_concurrent {
+            let share = (max as usize / voters).max(1) as u32;
+            if quota.in_flight.fetch_add(1, Ordering::AcqRel) >= share {
+                quota.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(refuse(
+                    ApiError::RateLimited(format!(
+                        "Too many concurrent requests for this key (at most {share} at once on this node)."
+                    )),
+                    retry_after(Duration::from_secs(1)),
+                ));
+            }
+            admission.holds_concurrency = true;
+        }
+
+        self.take_rates(key, &quota, voters, &mut admission)?;
+
+        for dimension in Dimension::ALL {
+            let Some(budget) = limits.budget(dimension) else {
+                continue;
+            };
+            let units = cost(dimension, estimate);
+            match self
+                .reserve(key, &quota, dimension, budget, units, voters)
+                .await
+            {
+                Ok(Some(lease)) => admission.reservations.push(Reservation {
+                    dimension,
+                    lease,
+                    cost: units,
+                }),
+                Ok(None) => {}
+                Err(error) => {
+                    self.release(&quota, &admission);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(admission)
+    }
+
+    fn take_rates(
+        &self,
+        key: &KeyRecord,
+        quota: &KeyQuota,
+        voters: usize,
+        admission: &mut Admission,
+    ) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut rates = quota.rate.lock().expect("quota lock");
+        let sized = |slot: &mut Option<((u64, usize), Bucket)>, limit: u64| {
+            if slot
+                .as_ref()
+                .is_none_or(|(sized, _)| *sized != (limit, voters))
+            {
+                *slot = Some((
+                    (limit, voters),
+                    Bucket::new(limit as f64 / voters as f64, now),
+                ));
+            }
+        };
+        let tokens = (admission.estimate.input + admission.estimate.output) as f64;
+        if let Some(rpm) = key.limits.rpm {
+            sized(&mut rates.rpm, rpm);
+            let (_, bucket) = rates.rpm.as_mut().expect("sized above");
+            if !bucket.try_take(1.0, now) {
+                let wait = bucket.wait_for(1.0, now);
+                let mut headers = rate_headers(&mut rates, key, now);
+                headers.extend(retry_after(wait));
+                return Err(refuse(
+                    ApiError::RateLimited(format!(
+                        "Rate limit reached: {rpm} requests per minute for this key."
+                    )),
+                    headers,
+                ));
+            }
+        }
+        if let Some(tpm) = key.limits.tpm {
+            sized(&mut rates.tpm, tpm);
+            let (_, bucket) = rates.tpm.as_mut().expect("sized above");
+            if !bucket.try_take(tokens, now) {
+                let wait = bucket.wait_for(tokens, now);
+                if let Some((_, rpm)) = rates.rpm.as_mut() {
+                    rpm.adjust(1.0, now);
+                }
+                let mut headers = rate_headers(&mut rates, key, now);
+                headers.extend(retry_after(wait));
+                return Err(refuse(
+                    ApiError::RateLimited(format!(
+                        "Rate limit reached: {tpm} tokens per minute for this key; this request needs about {tokens}."
+                    )),
+                    headers,
+                ));
+            }
+            admission.tpm_taken = tokens;
+        }
+        admission.headers = rate_headers(&mut rates, key, now);
+        Ok(())
+    }
+
+    /// Gives back what an admission took before it was refused further on.
+    fn release(&self, quota: &KeyQuota, admission: &Admission) {
+        for r in &admission.reservations {
+            let mut held = quota.slots[slot_index(r.dimension)]
+                .held
+                .lock()
+                .expect("quota lock");
+            if let Some(lease) = held.as_mut().filter(|l| l.id == r.lease) {
+                lease.used = lease.used.saturating_sub(r.cost);
+            }
+        }
+        let now = Instant::now();
+        let mut rates = quota.rate.lock().expect("quota lock");
+        if let Some((_, bucket)) = rates.rpm.as_mut() {
+            bucket.adjust(1.0, now);
+        }
+        if let Some((_, bucket)) = rates.tpm.as_mut() {
+            bucket.adjust(admission.tpm_taken, now);
+        }
+    }
+
+    /// Reserves `units` of a budget from this node's lease, asking the cluster for a new one
+    /// when the lease is empty or of a past period. `Ok(None)`: the key has no such budget
+    /// any more (its limits changed meanwhile).
+    async fn reserve(
+        &self,
+        key: &KeyRecord,
+        quota: &KeyQuota,
+        dimension: Dimension,
+        budget: Budget,
+        units: u64,
+        voters: usize,
+    ) -> Result<Option<u64>, ApiError> {
+        let slot = &quota.slots[slot_index(dimension)];
+        let period = budget.period.id_at(unix_now());
+        let try_held = || {
+            let mut held = slot.held.lock().expect("quota lock");
+            match held.as_mut() {
+                Some(lease)
+                    if lease.budget.period == period && lease.used + units <= lease.slice =>
+                {
+                    lease.used += units;
+                    Some(lease.id)
+                }
+                _ => None,
+            }
+        };
+        if let Some(lease) = try_held() {
+            return Ok(Some(lease));
+        }
+        let _refilling = slot.refill.lock().await;
+        if let Some(lease) = try_held() {
+            return Ok(Some(lease));
+        }
+        // The old lease goes back in the grant's own entry, so its unused units count.
+        let spent = slot.held.lock().expect("quota lock").take();
+        let release = spent.map(|old| (old.budget, old.id, old.used));
+        // A slice big enough that a busy key writes to Raft rarely, small enough that the
+        // other nodes still find some left: a quarter of the limit per voter.
+        let want = units.max(budget.limit / (4 * voters as u64)).max(1);
+        let budget_key = BudgetKey {
+            key: key.id.clone(),
+            dimension,
+            period,
+        };
+        let lease = rand::random::<u64>();
+        let command = Command::GrantLease {
+            budget: budget_key.clone(),
+            node: self.node,
+            lease,
+            want,
+            release: release.clone(),
+        };
+        match self.cluster.write(command).await {
+            Ok(Outcome::LeaseGranted { granted }) if granted >= units => {
+                *slot.held.lock().expect("quota lock") = Some(HeldLease {
+                    id: lease,
+                    budget: budget_key,
+                    slice: granted,
+                    used: units,
+                });
+                Ok(Some(lease))
+            }
+            Ok(Outcome::LeaseGranted { granted }) => {
+                if granted > 0 {
+                    self.close_soon(HeldLease {
+                        id: lease,
+                        budget: budget_key,
+                        slice: granted,
+                        used: 0,
+                    });
+                }
+                let mut headers = HeaderMap::new();
+                if let Some(end) = budget.period.ends_after(unix_now()) {
+                    headers.extend(retry_after(Duration::from_secs(
+                        end.saturating_sub(unix_now()),
+                    )));
+                }
+                Err(refuse(
+                    ApiError::QuotaExceeded(format!(
+                        "This key's {} budget of {} per {} is used up.",
+                        dimension.as_str(),
+                        budget.limit,
+                        budget.period.as_str()
+                    )),
+                    headers,
+                ))
+            }
+            Ok(_) | Err(ClusterError::Rejected(_)) => Ok(None),
+            Err(error) => {
+                // The grant may or may not have been applied; the old lease is closed through
+                // its own command (a second close changes nothing).
+                if let Some((budget, id, used)) = release {
+                    self.close_soon(HeldLease {
+                        id,
+                        budget,
+                        slice: used,
+                        used,
+                    });
+                }
+                Err(ApiError::QuotaUnavailable(error.to_string()))
+            }
+        }
+    }
+
+    /// Gives a lease back in the background with what it used.
+    fn close_soon(&self, lease: HeldLease) {
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let command = Command::CloseLease {
+                budget: lease.budget,
+                lease: lease.id,
+                used: lease.used,
+            };
+            if let Err(error) = cluster.write(command).await {
+                // Left open, the slice stays counted as leased: stranded, never over-admitted.
+                tracing::warn!(%error, "could not give a quota lease back");
+            }
+        });
+    }
+
+    /// After a restart: every lease this node held before counts as fully used.
+    pub async fn close_leases_from_before(&self) {
+        let command = Command::CloseLeasesOf { node: self.node };
+        for _ in 0..10 {
+            match self.cluster.write(command.clone()).await {
+                Ok(Outcome::LeasesClosed { count }) => {
+                    if count > 0 {
+                        tracing::info!(
+                            count,
+                            "closed the quota leases this node held before it restarted"
+                        );
+                    }
+                    return;
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot close this node's old quota leases yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    /// Gives back the leases of keys idle for `IDLE_CLOSE`, and forgets those keys.
+    pub fn close_idle(&self) {
+        let now = unix_now();
+        let idle: Vec<KeyId> = self
+            .keys
+            .iter()
+            .filter(|entry| {
+                now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= IDLE_CLOSE.as_secs()
+            })
+            .filter(|entry| entry.in_flight.load(Ordering::Acquire) == 0)
+            .map(|entry| entry.key().clone())
+            .collect();
+        for key in idle {
+            if let Some((_, quota)) = self.keys.remove(&key) {
+                for slot in &quota.slots {
+                    if let Some(lease) = slot.held.lock().expect("quota lock").take() {
+                        self.close_soon(lease);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's view of a key's rate buckets, for the admin API.
+    pub fn local_rates(&self, key: &KeyId) -> Option<(Option<u64>, Option<u64>)> {
+        let quota = self.keys.get(key)?;
+        let now = Instant::now();
+        let mut rates = quota.rate.lock().expect("quota lock");
+        Some((
+            rates.rpm.as_mut().map(|(_, b)| b.remaining(now)),
+            rates.tpm.as_mut().map(|(_, b)| b.remaining(now)),
+        ))
+    }
+}
+
+/// OpenAI's rate-limit headers for this node's share of the key's RPM and TPM.
+fn rate_headers(rates: &mut Rates, key: &KeyRecord, now: Instant) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    if let (Some(limit), Some((_, bucket))) = (key.limits.rpm, rates.rpm.as_mut()) {
+        put("x-ratelimit-limit-requests", limit.to_string());
+        put(
+            "x-ratelimit-remaining-requests",
+            bucket.remaining(now).to_string(),
+        );
+        put(
+            "x-ratelimit-reset-requests",
+            seconds(bucket.until_full(now)),
+        );
+    }
+    if let (Some(limit), Some((_, bucket))) = (key.limits.tpm, rates.tpm.as_mut()) {
+        put("x-ratelimit-limit-tokens", limit.to_string());
+        put(
+            "x-ratelimit-remaining-tokens",
+            bucket.remaining(now).to_string(),
+        );
+        put("x-ratelimit-reset-tokens", seconds(bucket.until_full(now)));
+    }
+    headers
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.3}s", duration.as_secs_f64())
+}
+
+fn retry_after(wait: Duration) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    headers
+}

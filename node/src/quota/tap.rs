@@ -1,0 +1,291 @@
+//! Reads what the upstream says it used (`usage`) from a response on its way to the client,
+//! without holding the stream back: event streams are relayed event by event, other bodies
+//! frame by frame (kept, up to a bound, to read `usage` at the end).
+//!
+//! When the gateway itself asked the upstream for a usage chunk (`stream_options`), that
+//! chunk is removed so the client sees the stream it asked for. If no `usage` arrives, a
+//! stream's text is counted instead. Whatever happens (end, error, client gone), `settle` runs
+//! once, from `Drop`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use serde::Deserialize;
+
+use super::tokens::count;
+
+/// Longest non-stream body kept to read its `usage`.
+const MAX_KEPT: usize = 4 * 1024 * 1024;
+
+/// Tokens the upstream reports (or the gateway counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+}
+
+#[derive(Deserialize)]
+struct UsageJson {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+impl From<UsageJson> for Usage {
+    fn from(u: UsageJson) -> Self {
+        Self {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+            cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        }
+    }
+}
+
+type Settle = Box<dyn FnOnce(Option<Usage>) + Send>;
+
+pub(crate) struct UsageTap {
+    inner: Body,
+    event_stream: bool,
+    /// Drop the usage-only chunk: the gateway asked for it, not the client.
+    strip_usage_chunk: bool,
+    /// Event-stream bytes not yet ending in a blank line.
+    partial: BytesMut,
+    /// A non-stream body so far (until `MAX_KEPT`).
+    kept: Vec<u8>,
+    usage: Option<Usage>,
+    streamed_text: String,
+    settle: Option<Settle>,
+}
+
+impl UsageTap {
+    pub fn new(inner: Body, event_stream: bool, strip_usage_chunk: bool, settle: Settle) -> Self {
+        Self {
+            inner,
+            event_stream,
+            strip_usage_chunk,
+            partial: BytesMut::new(),
+            kept: Vec::new(),
+            usage: None,
+            streamed_text: String::new(),
+            settle: Some(settle),
+        }
+    }
+
+    /// Looks at complete events in `partial`, returns the bytes to relay.
+    fn relay_events(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        while let Some(end) = find_event_end(&self.partial) {
+            let event = self.partial.split_to(end);
+            let mut keep = true;
+            for line in event[..].split(|b| *b == b'\n') {
+                let Some(data) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let Ok(chunk) = serde_json::from_slice::<WithUsage>(data.trim_ascii()) else {
+                    continue;
+                };
+                for choice in chunk.choices.iter().flatten() {
+                    if let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
+                        self.streamed_text.push_str(text);
+                    }
+                }
+                if let Some(usage) = chunk.usage {
+                    self.usage = Some(usage.into());
+                    let usage_only = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
+                    if self.strip_usage_chunk && usage_only {
+                        keep = false;
+                    }
+                }
+            }
+            if keep {
+                out.extend_from_slice(&event);
+            }
+        }
+        out.freeze()
+    }
+
+    fn finish(&mut self) {
+        if self.event_stream && !self.partial.is_empty() {
+            // A last event without its blank line: relay nothing more, but read it.
+            self.partial.extend_from_slice(b"\n\n");
+            let _ = self.relay_events();
+        }
+        if !self.event_stream && self.usage.is_none() && self.kept.len() <= MAX_KEPT {
+            self.usage = serde_json::from_slice::<WithUsage>(&self.kept)
+                .ok()
+                .and_then(|b| b.usage)
+                .map(Usage::from);
+        }
+        if let Some(settle) = self.settle.take() {
+            let usage = self.usage.or_else(|| {
+                (!self.streamed_text.is_empty()).then(|| Usage {
+                    input: 0,
+                    output: count(&self.streamed_text),
+                    cached: 0,
+                })
+            });
+            settle(usage);
+        }
+    }
+}
+
+/// The index just past the first "\n\n" (or "\r\n\r\n") in `buf`.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl http_body::Body for UsageTap {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if this.event_stream {
+                        this.partial.extend_from_slice(&data);
+                        let out = this.relay_events();
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    if this.kept.len() + data.len() <= MAX_KEPT {
+                        this.kept.extend_from_slice(&data);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.event_stream {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for UsageTap {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+
+    async fn run(body: &'static str, sse: bool, strip: bool) -> (String, Option<Usage>) {
+        let seen = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&seen);
+        let tap = UsageTap::new(
+            Body::from(body),
+            sse,
+            strip,
+            Box::new(move |u| *slot.lock().unwrap() = Some(u)),
+        );
+        let out = Body::new(tap).collect().await.unwrap().to_bytes();
+        let usage = seen.lock().unwrap().take().expect("settled");
+        (String::from_utf8(out.to_vec()).unwrap(), usage)
+    }
+
+    #[tokio::test]
+    async fn a_non_stream_body_passes_unchanged_and_its_usage_is_read() {
+        let body = r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+        let (out, usage) = run(body, false, false).await;
+        assert_eq!(out, body);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 7,
+                output: 3,
+                cached: 2
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_usage_chunk_the_gateway_asked_for_is_stripped() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        let (out, usage) = run(body, true, true).await;
+        assert!(!out.contains("usage"), "{out}");
+        assert!(
+            out.contains("\"Hi\"") && out.ends_with("data: [DONE]\n\n"),
+            "{out}"
+        );
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 5,
+                output: 1,
+                cached: 0
+            })
+        );
+        let (kept, _) = run(body, true, false).await;
+        assert_eq!(kept, body, "a client that asked for usage gets it");
+    }
+
+    #[tokio::test]
+    async fn without_usage_the_streamed_text_is_counted() {
+        let body =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\ndata: [DONE]\n\n";
+        let (_, usage) = run(body, true, false).await;
+        assert_eq!(usage.unwrap().output, count("Hello there"));
+    }
+}
