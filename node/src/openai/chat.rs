@@ -1,6 +1,5 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
-use aigw_actors::SessionKey;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -9,11 +8,9 @@ use http::HeaderMap;
 use super::ApiError;
 use super::auth::Caller;
 use super::body::{RoutingFields, read_limited};
+use super::routed;
 use crate::state::AppState;
 use crate::{proxy, quota};
-
-/// Names a sticky session explicitly; without it, the body's `user` does.
-const SESSION_HEADER: &str = "x-session-id";
 
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -30,11 +27,7 @@ pub(super) async fn create(
     let route = routes
         .get(&fields.model)
         .ok_or_else(|| ApiError::ModelNotFound(fields.model.clone()))?;
-    let session = match route.strategy {
-        aigw_config::Strategy::Sticky => session_id(&headers, fields.user.as_deref())
-            .map(|id| SessionKey::new(&fields.model, id)),
-        _ => None,
-    };
+    let session = routed::sticky_session(route, &fields.model, &headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate.
     let admission = match state.quotas.get() {
         Some(quotas) if !key.limits.is_empty() => {
@@ -114,33 +107,4 @@ fn with_include_usage(body: &[u8]) -> bytes::Bytes {
     out.extend_from_slice(MEMBER);
     out.extend_from_slice(&body[open + 1..]);
     out.into()
-}
-
-/// The session a request belongs to: the `x-session-id` header, else the body's `user`.
-fn session_id<'a>(headers: &'a HeaderMap, user: Option<&'a str>) -> Option<&'a str> {
-    headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .or(user.filter(|u| !u.is_empty()))
-}
-
-#[cfg(test)]
-mod tests {
-    use http::HeaderValue;
-
-    use super::*;
-
-    #[test]
-    fn the_session_header_wins_over_the_user_field() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(session_id(&headers, Some("alice")), Some("alice"));
-        assert_eq!(session_id(&headers, Some("")), None);
-        assert_eq!(session_id(&headers, None), None);
-        headers.insert(SESSION_HEADER, HeaderValue::from_static("conv-9"));
-        assert_eq!(session_id(&headers, Some("alice")), Some("conv-9"));
-        headers.insert(SESSION_HEADER, HeaderValue::from_static(" "));
-        assert_eq!(session_id(&headers, Some("alice")), Some("alice"));
-    }
 }
