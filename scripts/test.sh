@@ -13,18 +13,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$target"
+
 echo "== cargo test (workspace)"
 cargo build --workspace --bins --quiet
-cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
-grep -q "test result:" target/cargo-test.log || { echo "cargo ran no test"; exit 1; }
+cargo test --workspace --quiet 2>&1 | tee "$target/cargo-test.log"
+grep -q "test result:" "$target/cargo-test.log" || { echo "cargo ran no test"; exit 1; }
 
 echo "== OpenAI Python SDK compatibility"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-AIGW_BIN_DIR="$PWD/target/debug" .venv/bin/python -m pytest -q tests/sdk
+AIGW_BIN_DIR="$target/debug" .venv/bin/python -m pytest -q tests/sdk
 
 echo "== jepsen: faults against a real 3-node cluster (CI profile)"
 cargo build --release --quiet -p aigw --bin aigw -p aigw-jepsen --bins
-./target/release/aigw-jepsen --profile ci --seed 7 --out target/jepsen
+"$target/release/aigw-jepsen" --profile ci --seed 7 --out "$target/jepsen"
