@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use aigw::RunningNode;
@@ -12,11 +12,6 @@ use common::*;
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
-
-fn loopback() -> IpAddr {
-    let [a, b, c]: [u8; 3] = rand::random();
-    IpAddr::V4(Ipv4Addr::new(127, a.max(1), b, c.clamp(2, 254)))
-}
 
 fn node_config(id: u64, ips: &[IpAddr], mock: &MockServer) -> String {
     let members: Vec<String> = ips
@@ -76,12 +71,7 @@ async fn three_nodes(mock: &MockServer) -> Vec<RunningNode> {
 }
 
 fn admin(node: &RunningNode, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    client()
-        .request(
-            method,
-            format!("http://{}/admin/v1{path}", node.admin_addr().unwrap()),
-        )
-        .bearer_auth(ADMIN_TOKEN)
+    admin_request(node, ADMIN_TOKEN, method, path)
 }
 
 /// Polls `check` every 20 ms for at most `within`; true once it holds.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use aigw::RunningNode;
 use aigw_jepsen::mock::{MockBehavior, MockServer};
@@ -11,11 +11,6 @@ use common::*;
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "quota-admin-token";
-
-fn loopback() -> IpAddr {
-    let [a, b, c]: [u8; 3] = rand::random();
-    IpAddr::V4(Ipv4Addr::new(127, a.max(1), b, c.clamp(2, 254)))
-}
 
 fn config(id: u64, ips: &[IpAddr], mock: &MockServer) -> String {
     let members: Vec<String> = ips
@@ -49,12 +44,7 @@ async fn nodes(count: usize, mock: &MockServer) -> Vec<RunningNode> {
 }
 
 fn admin(node: &RunningNode, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    client()
-        .request(
-            method,
-            format!("http://{}/admin/v1{path}", node.admin_addr().unwrap()),
-        )
-        .bearer_auth(ADMIN_TOKEN)
+    admin_request(node, ADMIN_TOKEN, method, path)
 }
 
 /// Creates a key with `limits` through `node`; returns (id, secret).

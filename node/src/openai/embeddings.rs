@@ -21,16 +21,7 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
-    let routed = route_json(&state, &key, &headers, &body, "/embeddings").await?;
-    let forwarded = routed.forwarded;
-    tracing::info!(
-        key = %key.id,
-        model = %routed.model,
-        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
-        attempts = forwarded.attempts,
-        status = forwarded.response.status().as_u16(),
-        "embeddings"
-    );
+    let forwarded = route_json(&state, &key, &headers, &body, "/embeddings").await?;
     let mut response = forwarded.response;
     if !response.status().is_success() {
         return Ok(response);

@@ -30,16 +30,7 @@ pub(super) async fn generate(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
-    let routed = route_json(&state, &key, &headers, &body, "/images/generations").await?;
-    let forwarded = routed.forwarded;
-    tracing::info!(
-        key = %key.id,
-        model = %routed.model,
-        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
-        attempts = forwarded.attempts,
-        status = forwarded.response.status().as_u16(),
-        "image generation"
-    );
+    let forwarded = route_json(&state, &key, &headers, &body, "/images/generations").await?;
     if forwarded.response.status().is_success() {
         state
             .usage

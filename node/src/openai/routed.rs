@@ -18,14 +18,6 @@ use crate::state::AppState;
 /// Names a sticky session explicitly; without it, the body's `user` does.
 const SESSION_HEADER: &str = "x-session-id";
 
-/// A JSON request forwarded upstream, and what the request log and the meter need of it.
-pub(crate) struct RoutedJson {
-    pub model: String,
-    #[allow(dead_code)] // for chat.rs's request log, once it calls route_json
-    pub stream: bool,
-    pub forwarded: Forwarded,
-}
-
 /// Routes a JSON body with a `model` to `path` on one of the model's targets (the upstream
 /// model name spliced in), with failover. 400 for bad JSON or model, 404 for a model the key
 /// may not use or that has no route.
@@ -35,7 +27,7 @@ pub(crate) async fn route_json(
     headers: &HeaderMap,
     body: &Bytes,
     path: &str,
-) -> Result<RoutedJson, ApiError> {
+) -> Result<Forwarded, ApiError> {
     let fields = RoutingFields::parse(body)?;
     let routes = state.routes.load_full();
     let route = route_for(&routes, key, &fields.model)?;
@@ -44,11 +36,16 @@ pub(crate) async fn route_json(
         fields.splice_model(body, &target.model_json)
     })
     .await;
-    Ok(RoutedJson {
-        model: fields.model,
-        stream: fields.stream,
-        forwarded,
-    })
+    tracing::info!(
+        key = %key.id,
+        model = %fields.model,
+        endpoint = path,
+        upstream = forwarded.upstream.as_deref().unwrap_or("-"),
+        attempts = forwarded.attempts,
+        status = forwarded.response.status().as_u16(),
+        "routed request"
+    );
+    Ok(forwarded)
 }
 
 /// The route of `model` if `key` may use it; 404 otherwise, the same answer for a model that

@@ -46,8 +46,8 @@ pub(super) async fn create(
         let seconds = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| seconds_of(v.get("seconds")?));
-        let routed = route_json(&state, &key, &headers, &body, "/videos").await?;
-        (routed.forwarded, seconds)
+        let forwarded = route_json(&state, &key, &headers, &body, "/videos").await?;
+        (forwarded, seconds)
     } else {
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
         let routes = state.routes.load_full();

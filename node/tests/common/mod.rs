@@ -141,3 +141,24 @@ pub async fn wait_for_stats(mock: &MockServer, cond: impl Fn(&MockStats) -> bool
 pub fn user_message() -> Value {
     serde_json::json!([{"role": "user", "content": "Hello there"}])
 }
+
+/// A random 127.x.y.z per node, so parallel tests never share a socket.
+pub fn loopback() -> std::net::IpAddr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, a.max(1), b, c.clamp(2, 254)))
+}
+
+/// A request to `node`'s admin API with `token`.
+pub fn admin_request(
+    node: &RunningNode,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    client()
+        .request(
+            method,
+            format!("http://{}/admin/v1{path}", node.admin_addr().unwrap()),
+        )
+        .bearer_auth(token)
+}
