@@ -143,6 +143,24 @@ secret = "sk-secret-123"
     }
 
     #[test]
+    fn bootstrap_key_limits_reach_the_replicated_key() {
+        let text = format!(
+            "{CONFIG}limits = {{ rpm = 60, calls = {{ limit = 100, period = \"month\" }} }}\n"
+        );
+        let config = aigw_config::parse_with_env(&text, "c.toml", &env).unwrap();
+        let snapshot = crate::StateSnapshot::from_bootstrap(&config.bootstrap);
+        let key = snapshot.keys.authenticate("sk-secret-123").unwrap();
+        assert_eq!(key.limits.rpm, Some(60));
+        assert_eq!(
+            key.limits.calls,
+            Some(crate::Budget {
+                limit: 100,
+                period: crate::Period::Month
+            })
+        );
+    }
+
+    #[test]
     fn a_document_parses_into_typed_settings() {
         let doc = "[[upstreams]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"a\", model = \"x\" }]\n";
         let settings = parse_settings(doc, &env).unwrap();

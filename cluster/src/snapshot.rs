@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::command::{BudgetKey, Command};
 use crate::keys::KeyTable;
-use crate::model::{AllowedModels, KeyId, KeyRecord, KeySecretHash};
+use crate::model::{AllowedModels, Budget, KeyId, KeyLimits, KeyRecord, KeySecretHash, Period};
 use crate::settings::{EnvLookup, parse_settings};
 use crate::state_machine::BudgetState;
 use crate::state_machine::StateMachineData;
@@ -74,13 +74,38 @@ pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64)
                 metadata: Default::default(),
                 created_at: now,
                 revision: 0,
-                limits: Default::default(),
+                limits: key_limits(&k.limits),
             }
         })
         .collect();
     Command::Bootstrap {
         keys,
         settings_toml,
+    }
+}
+
+/// A bootstrap key's limits as the cluster stores them.
+fn key_limits(limits: &aigw_config::KeyLimitSettings) -> KeyLimits {
+    let budget = |b: &Option<aigw_config::BudgetSettings>| {
+        b.map(|b| Budget {
+            limit: b.limit,
+            period: match b.period {
+                aigw_config::LimitPeriod::Minute => Period::Minute,
+                aigw_config::LimitPeriod::Hour => Period::Hour,
+                aigw_config::LimitPeriod::Day => Period::Day,
+                aigw_config::LimitPeriod::Month => Period::Month,
+                aigw_config::LimitPeriod::Total => Period::Total,
+            },
+        })
+    };
+    KeyLimits {
+        rpm: limits.rpm,
+        tpm: limits.tpm,
+        max_concurrent: limits.max_concurrent,
+        calls: budget(&limits.calls),
+        tokens: budget(&limits.tokens),
+        input_tokens: budget(&limits.input_tokens),
+        output_tokens: budget(&limits.output_tokens),
     }
 }
 

@@ -29,11 +29,11 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
-    HealthCheckSettings, InvalidUpstreamId, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL,
-    MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings,
-    RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind,
-    UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
+    Config, HealthCheckSettings, InvalidUpstreamId, KeyLimitSettings, KeySettings, LimitPeriod,
+    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
+    NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy,
+    TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 pub use secret::Secret;
 

@@ -392,6 +392,35 @@ pub struct KeySettings {
     pub name: String,
     pub secret: Secret,
     pub models: ModelAccess,
+    pub limits: KeyLimitSettings,
+}
+
+/// `limits = {...}` of a bootstrap key; every field optional, every number greater than 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimitSettings {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+    pub calls: Option<BudgetSettings>,
+    pub tokens: Option<BudgetSettings>,
+    pub input_tokens: Option<BudgetSettings>,
+    pub output_tokens: Option<BudgetSettings>,
+}
+
+/// `{ limit = N, period = "day" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSettings {
+    pub limit: u64,
+    pub period: LimitPeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPeriod {
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Total,
 }
 
 /// Which models a key may use.

@@ -190,4 +190,25 @@ pub(crate) struct RawKey {
     pub(crate) name: Text,
     pub(crate) secret: Text,
     pub(crate) models: Option<Spanned<Vec<Text>>>,
+    #[serde(default)]
+    pub(crate) limits: RawLimits,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) rpm: Option<Spanned<u64>>,
+    pub(crate) tpm: Option<Spanned<u64>>,
+    pub(crate) max_concurrent: Option<Spanned<u32>>,
+    pub(crate) calls: Option<RawBudget>,
+    pub(crate) tokens: Option<RawBudget>,
+    pub(crate) input_tokens: Option<RawBudget>,
+    pub(crate) output_tokens: Option<RawBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub(crate) limit: Spanned<u64>,
+    pub(crate) period: Text,
 }

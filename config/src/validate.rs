@@ -14,15 +14,15 @@ use crate::error::{ConfigError, ConfigErrors, Locator};
 use toml::Spanned;
 
 use crate::model::{
-    AdminSettings, Bootstrap, BreakerSettings, ClusterMember, ClusterSettings, Config,
-    HealthCheckSettings, KeySettings, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS,
-    ModelAccess, ModelSettings, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings,
-    ServerSettings, Strategy, TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings,
-    UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
+    Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod, MAX_ATTEMPTS,
+    MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio,
+    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId,
+    UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
-    RawAdmin, RawBootstrap, RawBreaker, RawCluster, RawConfig, RawHealth, RawKey, RawModel,
-    RawNode, RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
+    RawAdmin, RawBootstrap, RawBreaker, RawBudget, RawCluster, RawConfig, RawHealth, RawKey,
+    RawLimits, RawModel, RawNode, RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
 };
 use crate::secret::Secret;
 
@@ -804,6 +804,7 @@ impl Validator<'_> {
             None => Some(ModelAccess::All),
             Some(list) => self.model_access(list.get_ref(), &list.span(), key, model_names),
         };
+        let limits = self.key_limits(&raw.limits, &format!("{key}.limits"));
         if !unique {
             return None;
         }
@@ -811,7 +812,80 @@ impl Validator<'_> {
             name: name?,
             secret: secret?,
             models: models?,
+            limits: limits?,
         })
+    }
+
+    fn key_limits(&mut self, raw: &RawLimits, key: &str) -> Option<KeyLimitSettings> {
+        let mut ok = true;
+        let mut positive = |v: &mut Self, n: Option<&Spanned<u64>>, name: &str| -> Option<u64> {
+            let n = n?;
+            if *n.get_ref() == 0 {
+                v.report(
+                    &n.span(),
+                    &format!("{key}.{name}"),
+                    "must be greater than 0; leave it out for no limit",
+                );
+                ok = false;
+                return None;
+            }
+            Some(*n.get_ref())
+        };
+        let rpm = positive(self, raw.rpm.as_ref(), "rpm");
+        let tpm = positive(self, raw.tpm.as_ref(), "tpm");
+        let concurrent = raw
+            .max_concurrent
+            .as_ref()
+            .map(|n| Spanned::new(n.span(), u64::from(*n.get_ref())));
+        let max_concurrent =
+            positive(self, concurrent.as_ref(), "max_concurrent").map(|n| n as u32);
+        let mut budget = |v: &mut Self,
+                          b: Option<&RawBudget>,
+                          name: &str|
+         -> Option<BudgetSettings> {
+            let b = b?;
+            let limit = positive(v, Some(&b.limit), &format!("{name}.limit"))?;
+            let period = match b.period.value.as_str() {
+                "minute" => LimitPeriod::Minute,
+                "hour" => LimitPeriod::Hour,
+                "day" => LimitPeriod::Day,
+                "month" => LimitPeriod::Month,
+                "total" => LimitPeriod::Total,
+                other => {
+                    v.report(
+                        &b.period.span,
+                        &format!("{key}.{name}.period"),
+                        format!("unknown period {other:?}; expected \"minute\", \"hour\", \"day\", \"month\" or \"total\""),
+                    );
+                    return None;
+                }
+            };
+            Some(BudgetSettings { limit, period })
+        };
+        let limits = KeyLimitSettings {
+            rpm,
+            tpm,
+            max_concurrent,
+            calls: budget(self, raw.calls.as_ref(), "calls"),
+            tokens: budget(self, raw.tokens.as_ref(), "tokens"),
+            input_tokens: budget(self, raw.input_tokens.as_ref(), "input_tokens"),
+            output_tokens: budget(self, raw.output_tokens.as_ref(), "output_tokens"),
+        };
+        let complete = [
+            &raw.calls,
+            &raw.tokens,
+            &raw.input_tokens,
+            &raw.output_tokens,
+        ]
+        .iter()
+        .zip([
+            &limits.calls,
+            &limits.tokens,
+            &limits.input_tokens,
+            &limits.output_tokens,
+        ])
+        .all(|(raw, parsed)| raw.is_none() == parsed.is_none());
+        (ok && complete).then_some(limits)
     }
 
     fn key_secret(

@@ -815,3 +815,48 @@ fn upload_limit_and_id_secret_are_checked_with_their_line() {
         ]
     );
 }
+
+const KEY_WITH: &str = "[[bootstrap.keys]]\nname = \"k\"\nsecret = \"sk-limits-123\"\n";
+
+#[test]
+fn key_limits_parse_with_their_periods() {
+    let config = ok(&format!(
+        "{NODE}{KEY_WITH}limits = {{ rpm = 600, tpm = 100000, max_concurrent = 8, calls = {{ limit = 10000, period = \"day\" }}, output_tokens = {{ limit = 5, period = \"total\" }} }}\n"
+    ));
+    let limits = &config.bootstrap.keys[0].limits;
+    assert_eq!(limits.rpm, Some(600));
+    assert_eq!(limits.max_concurrent, Some(8));
+    assert_eq!(
+        limits.calls,
+        Some(aigw_config::BudgetSettings {
+            limit: 10000,
+            period: aigw_config::LimitPeriod::Day
+        })
+    );
+    assert_eq!(limits.tokens, None);
+    assert_eq!(
+        ok(&format!("{NODE}{KEY_WITH}")).bootstrap.keys[0].limits,
+        Default::default()
+    );
+}
+
+#[test]
+fn key_limit_errors_name_the_key_and_what_was_expected() {
+    let bad = errors(&format!(
+        "{NODE}{KEY_WITH}limits = {{ rpm = 0, calls = {{ limit = 10, period = \"fortnight\" }} }}\n"
+    ));
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(
+        bad[0].contains("bootstrap.keys[0].limits.rpm: must be greater than 0"),
+        "{bad:?}"
+    );
+    assert!(
+        bad[1].contains("bootstrap.keys[0].limits.calls.period: unknown period \"fortnight\""),
+        "{bad:?}"
+    );
+    let unknown = errors(&format!("{NODE}{KEY_WITH}limits = {{ rps = 5 }}\n"));
+    assert!(
+        unknown[0].contains("limits.rps: unknown key"),
+        "{unknown:?}"
+    );
+}
