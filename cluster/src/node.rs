@@ -91,6 +91,8 @@ pub enum ClusterError {
     /// The state machine refused the change.
     #[error("{0}")]
     Rejected(Rejection),
+    #[error("node {0} is not a member of the cluster")]
+    NotMember(NodeId),
 }
 
 /// One member as `status` reports it.
@@ -509,17 +511,27 @@ impl ClusterNode {
                     None => Err(ForwardError::NotLeader),
                 };
                 match result {
-                    Ok(()) => return Ok(()),
-                    Err(ForwardError::Failed(e)) if e.contains("not") && e.contains("member") => {
-                        return Err(e);
+                    Ok(()) => {
+                        // Committed; return once this node's own view shows it too, so a
+                        // status read right after agrees (openraft's metrics trail commits).
+                        let _ = self
+                            .inner
+                            .raft
+                            .wait(Some(timeout))
+                            .metrics(
+                                |m| m.membership_config.membership().get_node(&id).is_none(),
+                                "member removed",
+                            )
+                            .await;
+                        return Ok(());
                     }
+                    Err(ForwardError::NotMember) => return Err(ClusterError::NotMember(id)),
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ClusterError::Unavailable(e)),
+            Ok(result) => result,
             Err(_) => Err(ClusterError::Unavailable(format!(
                 "could not remove node {id} within {timeout:?}: no leader or no quorum"
             ))),

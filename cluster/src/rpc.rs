@@ -28,6 +28,9 @@ pub(crate) enum ForwardError {
     /// The node called is not (or no longer) the leader: ask again.
     #[error("not the leader")]
     NotLeader,
+    /// The node to remove is neither a voter nor a learner.
+    #[error("not a member")]
+    NotMember,
     #[error("{0}")]
     Failed(String),
 }
@@ -170,6 +173,16 @@ async fn remove(State(s): State<RpcState>, headers: HeaderMap, body: Bytes) -> R
 
 /// Removes a node from the voters and the learners.
 pub(crate) async fn remove_member(raft: &Raft, id: NodeId) -> Result<(), ForwardError> {
+    let is_member = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some();
+    if !is_member {
+        return Err(ForwardError::NotMember);
+    }
     let ids = std::collections::BTreeSet::from([id]);
     let result = raft
         .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)

@@ -9,21 +9,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{StatusCode, header};
 
-use super::admission::admit;
 use super::error::{ApiError, json_response};
 use super::form::Form;
+use super::form::admit_form;
 use super::state::MockState;
 
 pub(crate) async fn transcribe(
     State(state): State<Arc<MockState>>,
     request: Request,
 ) -> Result<Response, Response> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-    let extensions = request.extensions().clone();
-    let admitted = admit(&state, request).await?;
-    let form = Form::parse(content_type.as_ref(), extensions, admitted.body)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (_admitted, form) = admit_form(&state, request).await?;
     respond(&form).map_err(IntoResponse::into_response)
 }
 

@@ -89,3 +89,19 @@ impl Form {
         self.fields.iter().find(|f| f.name == name)
     }
 }
+
+/// Admits a multipart API request (counting it, applying the behaviour's faults) and parses
+/// its form; the admission is returned too, as it holds the request's number and in-flight slot.
+pub(crate) async fn admit_form(
+    state: &super::state::MockState,
+    request: axum::extract::Request,
+) -> Result<(super::admission::Admitted, Form), axum::response::Response> {
+    use axum::response::IntoResponse;
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).cloned();
+    let extensions = request.extensions().clone();
+    let admitted = super::admission::admit(state, request).await?;
+    let form = Form::parse(content_type.as_ref(), extensions, admitted.body.clone())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((admitted, form))
+}

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::admission::admit;
 use super::error::{ApiError, json_response};
-use super::form::Form;
+use super::form::admit_form;
 use super::state::MockState;
 
 /// The jobs, by id (ordered, so lists are stable).
@@ -39,12 +38,7 @@ pub(crate) async fn create(
     State(state): State<Arc<MockState>>,
     request: Request,
 ) -> Result<Response, Response> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-    let extensions = request.extensions().clone();
-    let admitted = admit(&state, request).await?;
-    let form = Form::parse(content_type.as_ref(), extensions, admitted.body)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (admitted, form) = admit_form(&state, request).await?;
     let model = form
         .text("model")
         .filter(|m| !m.is_empty())

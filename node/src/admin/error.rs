@@ -64,6 +64,7 @@ impl From<ClusterError> for AdminError {
                 Self::NotFound(rejection.to_string())
             }
             ClusterError::Rejected(rejection) => Self::Conflict(rejection.to_string()),
+            ClusterError::NotMember(_) => Self::NotFound(error.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

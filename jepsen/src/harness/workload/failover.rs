@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::harness::context::Ctx;
-use crate::harness::history::{Op, OpKind, Outcome};
+use crate::harness::history::{OpKind, Outcome};
 use crate::harness::http::CallError;
 use crate::harness::procs::CHAT_SECRET;
 
@@ -25,24 +25,7 @@ pub async fn client(ctx: Ctx, process: u32, node: usize) {
         json!({"model": "chat-default", "messages": [{"role": "user", "content": "jepsen"}]});
     // Bounded by the deadline; each request by TIMEOUT.
     while Instant::now() < ctx.load_deadline {
-        let mut op = Op {
-            index: 0,
-            process,
-            node,
-            f: OpKind::Chat,
-            key: None,
-            name: None,
-            value: None,
-            found: None,
-            invoke_us: ctx.history.now_us(),
-            complete_us: 0,
-            outcome: Outcome::Info,
-            side: ctx.side(node),
-            status: None,
-            error: None,
-            upstream: None,
-            attempts: None,
-        };
+        let mut op = super::invoked(&ctx, process, node, OpKind::Chat);
         let result = ctx
             .http
             .call(Method::POST, &url, CHAT_SECRET, Some(body.clone()), TIMEOUT)

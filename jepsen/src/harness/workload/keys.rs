@@ -92,27 +92,6 @@ pub async fn client(ctx: Ctx, state: std::sync::Arc<KeysState>, process: u32, no
     }
 }
 
-fn blank(ctx: &Ctx, process: u32, node: usize, f: OpKind) -> Op {
-    Op {
-        index: 0,
-        process,
-        node,
-        f,
-        key: None,
-        name: None,
-        value: None,
-        found: None,
-        invoke_us: ctx.history.now_us(),
-        complete_us: 0,
-        outcome: Outcome::Info,
-        side: ctx.side(node),
-        status: None,
-        error: None,
-        upstream: None,
-        attempts: None,
-    }
-}
-
 /// The outcome of an answer that is not a success: 404 is handled by the caller; other 4xx
 /// mean it was refused (fail); 5xx, timeouts and broken connections may have applied (info);
 /// a refused connection sent nothing (fail).
@@ -148,7 +127,7 @@ fn value_of(reply: &Reply) -> Option<u64> {
 }
 
 async fn create(ctx: &Ctx, state: &KeysState, process: u32, node: usize) -> Op {
-    let mut op = blank(ctx, process, node, OpKind::Create);
+    let mut op = super::invoked(ctx, process, node, OpKind::Create);
     let value = state.next_value.fetch_add(1, Ordering::Relaxed) + 1;
     let name = format!(
         "jepsen-{}-{}",
@@ -199,7 +178,7 @@ async fn key_op(
     f: OpKind,
     id: &str,
 ) -> Op {
-    let mut op = blank(ctx, process, node, f);
+    let mut op = super::invoked(ctx, process, node, f);
     op.key = Some(id.to_owned());
     let url = format!("{}/admin/v1/keys/{id}", ctx.layout.admin_url(node));
     let (method, body) = match f {

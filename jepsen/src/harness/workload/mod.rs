@@ -15,6 +15,9 @@ pub mod keys;
 
 use serde::Serialize;
 
+use crate::harness::context::Ctx;
+use crate::harness::history::{Op, OpKind, Outcome};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
@@ -36,5 +39,28 @@ impl WorkloadKind {
                 "unknown workload `{other}`; expected keys or failover"
             )),
         }
+    }
+}
+
+/// A new operation of `f` by `process` on `node`, invoked now; its outcome is `Info` (unknown)
+/// until the caller completes it.
+pub(crate) fn invoked(ctx: &Ctx, process: u32, node: usize, f: OpKind) -> Op {
+    Op {
+        index: 0,
+        process,
+        node,
+        f,
+        key: None,
+        name: None,
+        value: None,
+        found: None,
+        invoke_us: ctx.history.now_us(),
+        complete_us: 0,
+        outcome: Outcome::Info,
+        side: ctx.side(node),
+        status: None,
+        error: None,
+        upstream: None,
+        attempts: None,
     }
 }
