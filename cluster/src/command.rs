@@ -60,6 +60,14 @@ pub enum Command {
     CloseLeasesOf {
         node: NodeId,
     },
+    /// A restarted node closes every lease it held before, each with the used count it
+    /// persisted (`marks`: lease id → count, at least what it admitted); a lease without a mark
+    /// counts as fully used. (Appended after `CloseLeasesOf`, which it generalises, so logs
+    /// written before it still decode.)
+    SettleLeasesOf {
+        node: NodeId,
+        marks: Vec<(u64, u64)>,
+    },
 }
 
 /// What applying a command did; returned to the writer.

@@ -121,6 +121,8 @@ pub struct KeyRecord {
     /// Raft log index of the last change to this key.
     pub revision: u64,
     pub limits: KeyLimits,
+    /// The MCP servers (`/v1/mcp/{server}`) this key may use; `None`: every one.
+    pub mcp_servers: Option<Vec<String>>,
 }
 
 /// How long a period budget lasts before it starts afresh.
@@ -273,6 +275,13 @@ impl KeyLimits {
 }
 
 impl KeyRecord {
+    /// Whether this key may use the MCP server `name`.
+    pub fn may_use_mcp_server(&self, name: &str) -> bool {
+        self.mcp_servers
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    }
+
     /// Whether a request with this key may proceed at `now` (unix seconds).
     pub fn is_usable(&self, now: u64) -> bool {
         self.enabled && self.expires_at.is_none_or(|at| now < at)
@@ -289,6 +298,8 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<u64>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub limits: Option<KeyLimits>,
+    /// `Some(None)` lets the key use every MCP server.
+    pub mcp_servers: Option<Option<Vec<String>>>,
 }
 
 /// The cluster-wide settings (upstreams, models) as a TOML document, stored as written:

@@ -1,13 +1,19 @@
-//! The cluster-wide settings document: TOML with `[[upstreams]]` and `[[models]]`, the same
-//! fields as the config's `[[bootstrap.upstreams]]` and `[[bootstrap.models]]`.
+//! The cluster-wide settings document: TOML with `[[upstreams]]`, `[[models]]`,
+//! `[[mcp_servers]]`, `[[agents]]` and `[[sandboxes]]`, the same fields as the config's
+//! `[[bootstrap.upstreams]]` and so on.
 
-use aigw_config::{ModelSettings, UpstreamSettings};
+use aigw_config::{Backends, ModelSettings, UpstreamSettings};
+
+/// The top-level keys of a settings document.
+const SECTIONS: [&str; 5] = ["upstreams", "models", "mcp_servers", "agents", "sandboxes"];
 
 /// The typed settings of one document revision, as this node resolves them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub models: Vec<ModelSettings>,
+    /// MCP servers, agent backends and sandboxes.
+    pub backends: Backends,
 }
 
 /// Where a node looks up `${NAME}` references: the process environment in production, a map
@@ -26,9 +32,10 @@ pub fn parse_settings(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| format!("settings: {e}"))?;
-    if let Some(other) = table.keys().find(|k| *k != "upstreams" && *k != "models") {
+    if let Some(other) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
         return Err(format!(
-            "settings: unknown key `{other}`; expected `upstreams` or `models`"
+            "settings: unknown key `{other}`; expected one of `{}`",
+            SECTIONS.join("`, `")
         ));
     }
     // Validation lives in aigw-config; it checks a whole config, so wrap the document as the
@@ -54,6 +61,7 @@ pub fn parse_settings(
     Ok(Settings {
         upstreams: config.bootstrap.upstreams,
         models: config.bootstrap.models,
+        backends: config.bootstrap.backends,
     })
 }
 
@@ -70,6 +78,24 @@ pub fn redact_settings(text: &str) -> String {
                 && !is_env_reference(key)
             {
                 *key = "***".to_owned();
+            }
+        }
+    }
+    // Backend headers carry credentials too; a value that mixes text and a reference
+    // (`Bearer ${TOKEN}`) is redacted whole.
+    for section in ["mcp_servers", "agents", "sandboxes"] {
+        let Some(toml::Value::Array(backends)) = table.get_mut(section) else {
+            continue;
+        };
+        for backend in backends.iter_mut() {
+            let headers = backend.as_table_mut().and_then(|b| b.get_mut("headers"));
+            let Some(toml::Value::Table(headers)) = headers else {
+                continue;
+            };
+            for (_, value) in headers.iter_mut() {
+                if !value.as_str().is_some_and(is_env_reference) {
+                    *value = toml::Value::String("***".to_owned());
+                }
             }
         }
     }
@@ -158,6 +184,50 @@ secret = "sk-secret-123"
                 period: crate::Period::Month
             })
         );
+    }
+
+    #[test]
+    fn backend_headers_are_redacted_unless_they_are_env_references() {
+        let doc = "[[mcp_servers]]\nname = \"fs\"\nurl = \"http://h:1\"\nheaders = { Authorization = \"Bearer lit-secret\", \"X-Key\" = \"${FS_KEY}\" }\n\n[[agents]]\ntype = \"coder\"\nurl = \"http://h:2\"\nheaders = { \"X-Mixed\" = \"Bearer ${T}\" }\n\n[[sandboxes]]\nname = \"py\"\nurl = \"http://h:3\"\n";
+        let shown = redact_settings(doc);
+        assert!(!shown.contains("lit-secret"), "{shown}");
+        assert!(!shown.contains("Bearer ${T}"), "{shown}");
+        assert!(shown.contains("${FS_KEY}"), "{shown}");
+        assert!(shown.contains("[[sandboxes]]"), "{shown}");
+    }
+
+    #[test]
+    fn backends_in_a_document_are_live_settings() {
+        let doc = "[[mcp_servers]]\nname = \"fs\"\nurl = \"http://h:1/mcp\"\nheaders = { \"X-Key\" = \"${SOME_UPSTREAM_KEY}\" }\n\n[[agents]]\ntype = \"coder\"\nurl = \"http://h:2\"\n\n[[sandboxes]]\nname = \"py\"\nurl = \"http://h:3\"\n";
+        let settings = parse_settings(doc, &env).unwrap();
+        let fs = &settings.backends.mcp_servers[0];
+        assert_eq!(
+            (fs.name.as_str(), fs.url.as_str()),
+            ("fs", "http://h:1/mcp")
+        );
+        assert_eq!(fs.headers[0].1.expose(), "upstream-secret");
+        assert_eq!(settings.backends.agents[0].name, "coder");
+        assert_eq!(settings.backends.sandboxes[0].name, "py");
+        let err = parse_settings(
+            "[[sandboxes]]\nname = \"a b\"\nurl = \"http://h:3\"\n",
+            &env,
+        )
+        .unwrap_err();
+        assert!(err.contains("sandboxes[0].name"), "{err}");
+    }
+
+    #[test]
+    fn a_bootstrap_key_keeps_its_mcp_servers() {
+        let text = CONFIG.replace(
+            "[[bootstrap.keys]]",
+            "[[bootstrap.mcp_servers]]\nname = \"fs\"\nurl = \"http://h:1\"\n\n[[bootstrap.keys]]",
+        ) + "mcp_servers = [\"fs\"]\n";
+        let config = aigw_config::parse_with_env(&text, "c.toml", &env).unwrap();
+        let snapshot = crate::StateSnapshot::from_bootstrap(&config.bootstrap);
+        let key = snapshot.keys.authenticate("sk-secret-123").unwrap();
+        assert!(key.may_use_mcp_server("fs"));
+        assert!(!key.may_use_mcp_server("git"));
+        assert_eq!(snapshot.backends.mcp_servers[0].name, "fs");
     }
 
     #[test]

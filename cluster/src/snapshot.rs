@@ -21,6 +21,8 @@ pub struct StateSnapshot {
     pub keys: KeyTable,
     pub upstreams: Vec<UpstreamSettings>,
     pub models: Vec<ModelSettings>,
+    /// MCP servers, agent backends and sandboxes.
+    pub backends: Arc<aigw_config::Backends>,
     /// Revision of the settings document the typed settings above come from.
     pub settings_revision: u64,
     /// The settings document as stored (with `${ENV}` references).
@@ -46,6 +48,7 @@ impl StateSnapshot {
             keys: KeyTable::new(data.keys, data.by_hash),
             upstreams: bootstrap.upstreams.clone(),
             models: bootstrap.models.clone(),
+            backends: Arc::new(bootstrap.backends.clone()),
             settings_revision: 1,
             settings_toml: Arc::from(""),
             settings_error: None,
@@ -75,6 +78,7 @@ pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64)
                 created_at: now,
                 revision: 0,
                 limits: key_limits(&k.limits),
+                mcp_servers: k.mcp_servers.clone(),
             }
         })
         .collect();
@@ -162,6 +166,7 @@ impl Publisher {
             keys: KeyTable::new(data.keys.clone(), data.by_hash.clone()),
             upstreams: previous.upstreams.clone(),
             models: previous.models.clone(),
+            backends: previous.backends.clone(),
             settings_revision: previous.settings_revision,
             settings_toml: previous.settings_toml.clone(),
             settings_error: previous.settings_error.clone(),
@@ -176,6 +181,7 @@ impl Publisher {
                 Ok(settings) => {
                     next.upstreams = settings.upstreams;
                     next.models = settings.models;
+                    next.backends = Arc::new(settings.backends);
                     next.settings_error = None;
                 }
                 Err(error) => {

@@ -100,6 +100,9 @@ impl StateMachineData {
                 if let Some(limits) = patch.limits {
                     key.limits = limits;
                 }
+                if let Some(mcp_servers) = patch.mcp_servers {
+                    key.mcp_servers = mcp_servers;
+                }
                 key.revision = index;
                 Outcome::Key(Box::new(key.clone()))
             }
@@ -194,34 +197,34 @@ impl StateMachineData {
             } => Outcome::LeasesClosed {
                 count: u64::from(self.close_lease(&budget, lease, used)),
             },
-            Command::CloseLeasesOf { node } => {
-                let mut count = 0;
-                let holding: Vec<BudgetKey> = self
-                    .budgets
-                    .iter()
-                    .filter(|(_, state)| state.leases.values().any(|l| l.node == node))
-                    .map(|(budget, _)| budget.clone())
-                    .collect();
-                for budget in holding {
-                    let Some(state) = self.budgets.get_mut(&budget) else {
-                        continue;
-                    };
-                    let mine: Vec<u64> = state
-                        .leases
-                        .iter()
-                        .filter(|(_, l)| l.node == node)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in mine {
-                        if let Some(lease) = state.leases.remove(&id) {
-                            state.closed_used += lease.slice;
-                            count += 1;
-                        }
-                    }
-                }
-                Outcome::LeasesClosed { count }
-            }
+            Command::CloseLeasesOf { node } => self.settle_leases_of(node, &[]),
+            Command::SettleLeasesOf { node, marks } => self.settle_leases_of(node, &marks),
         }
+    }
+
+    /// Closes every open lease of `node`, each as having used its mark (capped at the slice),
+    /// or its whole slice when it has none.
+    fn settle_leases_of(&mut self, node: NodeId, marks: &[(u64, u64)]) -> Outcome {
+        let mine: Vec<(BudgetKey, u64, u64)> = self
+            .budgets
+            .iter()
+            .flat_map(|(budget, state)| {
+                state
+                    .leases
+                    .iter()
+                    .filter(|(_, lease)| lease.node == node)
+                    .map(|(id, lease)| (budget.clone(), *id, lease.slice))
+            })
+            .collect();
+        let mut count = 0;
+        for (budget, id, slice) in mine {
+            let used = marks
+                .iter()
+                .find(|(lease, _)| *lease == id)
+                .map_or(slice, |(_, mark)| *mark);
+            count += u64::from(self.close_lease(&budget, id, used));
+        }
+        Outcome::LeasesClosed { count }
     }
 
     /// Gives a lease back: what it did not use becomes available again. A report above the
@@ -285,6 +288,7 @@ mod tests {
             created_at: 1,
             revision: 0,
             limits: Default::default(),
+            mcp_servers: None,
         }
     }
 
@@ -467,6 +471,44 @@ mod tests {
         );
         let state = &sm.budgets[&calls("key_q", 7)];
         assert_eq!((state.available, state.closed_used), (0, 100));
+    }
+
+    #[test]
+    fn a_restarted_node_settles_its_leases_at_their_persisted_marks() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: budgeted("key_q", "sk-quota-1", 100),
+            },
+        );
+        for (index, lease) in [(2, 1), (3, 2)] {
+            sm.apply(
+                index,
+                Command::GrantLease {
+                    budget: calls("key_q", 7),
+                    node: 2,
+                    lease,
+                    want: 30,
+                    release: None,
+                },
+            );
+        }
+        // Lease 1 persisted a mark of 12 (it admitted at most that), lease 2 none, and a mark
+        // above the slice counts as the slice.
+        let outcome = sm.apply(
+            4,
+            Command::SettleLeasesOf {
+                node: 2,
+                marks: vec![(1, 12), (9, 5)],
+            },
+        );
+        assert_eq!(outcome, Outcome::LeasesClosed { count: 2 });
+        let state = &sm.budgets[&calls("key_q", 7)];
+        assert_eq!(
+            (state.available, state.closed_used, state.leased()),
+            (58, 42, 0)
+        );
     }
 
     #[test]

@@ -83,6 +83,7 @@ fn key(id: &str, secret: &str) -> KeyRecord {
         created_at: 0,
         revision: 0,
         limits: Default::default(),
+        mcp_servers: None,
     }
 }
 

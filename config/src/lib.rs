@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backends;
 mod error;
 mod interpolate;
 mod model;
@@ -27,13 +28,14 @@ mod validate;
 
 use std::path::Path;
 
+pub use backends::{BackendSettings, Backends};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
     Config, HealthCheckSettings, InvalidUpstreamId, KeyLimitSettings, KeySettings, LimitPeriod,
     MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
     NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy,
-    TargetSettings, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    TargetSettings, TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 pub use secret::Secret;
 

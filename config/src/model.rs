@@ -214,7 +214,9 @@ pub struct Bootstrap {
     pub upstreams: Vec<UpstreamSettings>,
     pub models: Vec<ModelSettings>,
     pub keys: Vec<KeySettings>,
-    /// `upstreams` and `models` as written in the file, `${ENV}` references kept: the
+    /// MCP servers, agent backends and sandboxes (`[[bootstrap.mcp_servers]]`, ...).
+    pub backends: crate::Backends,
+    /// `upstreams`, `models` and the backends as written in the file, `${ENV}` references kept: the
     /// cluster-wide settings document a new cluster starts from.
     pub settings_toml: String,
 }
@@ -227,6 +229,7 @@ impl fmt::Debug for Bootstrap {
             .field("upstreams", &self.upstreams)
             .field("models", &self.models)
             .field("keys", &self.keys)
+            .field("backends", &self.backends)
             .field(
                 "settings_toml",
                 &format_args!("<{} bytes>", self.settings_toml.len()),
@@ -355,8 +358,48 @@ impl Default for BreakerSettings {
 pub struct ModelSettings {
     pub name: String,
     pub strategy: Strategy,
+    /// The encoding that counts this model's input for token limits; `None`: chosen from the
+    /// first target's model name (OpenAI's names), else `cl100k_base`.
+    pub tokenizer: Option<TokenEncoding>,
+    /// Output tokens reserved for a request that names no `max_tokens` /
+    /// `max_completion_tokens`; `None`: the gateway's default (1024). Greater than zero.
+    pub default_max_tokens: Option<u64>,
     /// At least one, at most [`MAX_TARGETS_PER_MODEL`].
     pub targets: Vec<TargetSettings>,
+}
+
+/// A tiktoken encoding, by its tiktoken name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenEncoding {
+    O200kBase,
+    O200kHarmony,
+    Cl100kBase,
+    P50kBase,
+    R50kBase,
+}
+
+impl TokenEncoding {
+    pub const ALL: [Self; 5] = [
+        Self::O200kBase,
+        Self::O200kHarmony,
+        Self::Cl100kBase,
+        Self::P50kBase,
+        Self::R50kBase,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::O200kBase => "o200k_base",
+            Self::O200kHarmony => "o200k_harmony",
+            Self::Cl100kBase => "cl100k_base",
+            Self::P50kBase => "p50k_base",
+            Self::R50kBase => "r50k_base",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
 }
 
 /// How a request picks among the available targets of the best priority tier.
@@ -393,6 +436,9 @@ pub struct KeySettings {
     pub secret: Secret,
     pub models: ModelAccess,
     pub limits: KeyLimitSettings,
+    /// The `[[bootstrap.mcp_servers]]` this key may use (declared, no duplicates); `None`:
+    /// every one.
+    pub mcp_servers: Option<Vec<String>>,
 }
 
 /// `limits = {...}` of a bootstrap key; every field optional, every number greater than 0.

@@ -118,6 +118,31 @@ pub(crate) struct RawBootstrap {
     pub(crate) models: Vec<RawModel>,
     #[serde(default)]
     pub(crate) keys: Vec<RawKey>,
+    #[serde(default)]
+    pub(crate) mcp_servers: Vec<RawBackend>,
+    #[serde(default)]
+    pub(crate) agents: Vec<RawAgent>,
+    #[serde(default)]
+    pub(crate) sandboxes: Vec<RawBackend>,
+}
+
+/// `[[bootstrap.mcp_servers]]` and `[[bootstrap.sandboxes]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub(crate) name: Text,
+    pub(crate) url: Text,
+    pub(crate) headers: Option<Spanned<std::collections::BTreeMap<String, Text>>>,
+}
+
+/// `[[bootstrap.agents]]`: a backend named by its agent `type`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    #[serde(rename = "type")]
+    pub(crate) kind: Text,
+    pub(crate) url: Text,
+    pub(crate) headers: Option<Spanned<std::collections::BTreeMap<String, Text>>>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +197,8 @@ pub(crate) struct RawBreaker {
 pub(crate) struct RawModel {
     pub(crate) name: Text,
     pub(crate) strategy: Option<Text>,
+    pub(crate) tokenizer: Option<Text>,
+    pub(crate) default_max_tokens: Option<Spanned<u64>>,
     pub(crate) targets: Spanned<Vec<RawTarget>>,
 }
 
@@ -192,6 +219,7 @@ pub(crate) struct RawKey {
     pub(crate) models: Option<Spanned<Vec<Text>>>,
     #[serde(default)]
     pub(crate) limits: RawLimits,
+    pub(crate) mcp_servers: Option<Spanned<Vec<Text>>>,
 }
 
 #[derive(Default, Deserialize)]

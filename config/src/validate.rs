@@ -17,14 +17,17 @@ use crate::model::{
     AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
     Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod, MAX_ATTEMPTS,
     MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio,
-    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, UpstreamId,
-    UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, TokenEncoding,
+    UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
     RawAdmin, RawBootstrap, RawBreaker, RawBudget, RawCluster, RawConfig, RawHealth, RawKey,
     RawLimits, RawModel, RawNode, RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
 };
 use crate::secret::Secret;
+
+#[path = "validate_backends.rs"]
+mod passthrough_backends;
 
 /// Key secrets shorter than this are too easy to guess.
 const MIN_KEY_SECRET_CHARS: usize = 8;
@@ -558,6 +561,16 @@ impl Validator<'_> {
             })
             .collect();
 
+        let backends = self.backends(raw);
+        let mcp_server_names = Declared {
+            names: raw
+                .mcp_servers
+                .iter()
+                .map(|m| m.name.value.as_str())
+                .collect(),
+            section: "bootstrap.mcp_servers",
+        };
+
         let mut seen_names = HashMap::new();
         let mut seen_secrets = HashMap::new();
         let keys: Vec<Option<KeySettings>> = raw
@@ -566,7 +579,8 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, k)| {
                 let key = format!("bootstrap.keys[{i}]");
-                self.key(k, &key, &mut seen_names, &mut seen_secrets, &model_names)
+                let names = (&model_names, &mcp_server_names);
+                self.key(k, &key, &mut seen_names, &mut seen_secrets, names)
             })
             .collect();
 
@@ -574,6 +588,7 @@ impl Validator<'_> {
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             models: models.into_iter().collect::<Option<_>>()?,
             keys: keys.into_iter().collect::<Option<_>>()?,
+            backends: backends?,
             // Filled in from the file's text by `parse_with_env`.
             settings_toml: String::new(),
         })
@@ -706,6 +721,40 @@ impl Validator<'_> {
             },
         };
 
+        let tokenizer = match &raw.tokenizer {
+            None => Some(None),
+            Some(t) => match TokenEncoding::from_name(&t.value) {
+                Some(encoding) => Some(Some(encoding)),
+                None => {
+                    let names: Vec<String> = TokenEncoding::ALL
+                        .iter()
+                        .map(|e| format!("{:?}", e.as_str()))
+                        .collect();
+                    self.report(
+                        &t.span,
+                        &format!("{key}.tokenizer"),
+                        format!(
+                            "unknown tokenizer {:?}; expected one of: {}",
+                            t.value,
+                            names.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let default_max_tokens = match &raw.default_max_tokens {
+            Some(n) if *n.get_ref() == 0 => {
+                self.report(
+                    &n.span(),
+                    &format!("{key}.default_max_tokens"),
+                    "expected a number of tokens greater than zero",
+                );
+                None
+            }
+            n => Some(n.as_ref().map(|n| *n.get_ref())),
+        };
+
         let targets_key = format!("{key}.targets");
         let target_count = raw.targets.get_ref().len();
         if target_count == 0 {
@@ -737,6 +786,8 @@ impl Validator<'_> {
         Some(ModelSettings {
             name: name?,
             strategy: strategy?,
+            tokenizer: tokenizer?,
+            default_max_tokens: default_max_tokens?,
             targets: targets.into_iter().collect::<Option<_>>()?,
         })
     }
@@ -794,7 +845,7 @@ impl Validator<'_> {
         key: &str,
         seen_names: &mut HashMap<String, usize>,
         seen_secrets: &mut HashMap<String, String>,
-        model_names: &Declared<'_>,
+        (model_names, mcp_server_names): (&Declared<'_>, &Declared<'_>),
     ) -> Option<KeySettings> {
         let name_key = format!("{key}.name");
         let name = self.non_empty(&raw.name, &name_key, "expected a key name");
@@ -805,6 +856,10 @@ impl Validator<'_> {
             Some(list) => self.model_access(list.get_ref(), &list.span(), key, model_names),
         };
         let limits = self.key_limits(&raw.limits, &format!("{key}.limits"));
+        let mcp_servers = match &raw.mcp_servers {
+            None => Some(None),
+            Some(list) => self.key_mcp_servers(list, key, mcp_server_names),
+        };
         if !unique {
             return None;
         }
@@ -813,6 +868,7 @@ impl Validator<'_> {
             secret: secret?,
             models: models?,
             limits: limits?,
+            mcp_servers: mcp_servers?,
         })
     }
 

@@ -15,6 +15,7 @@ mod admin;
 pub mod admin_client;
 pub mod demo;
 mod openai;
+mod passthrough;
 mod proxy;
 mod quota;
 mod server;

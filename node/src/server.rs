@@ -37,6 +37,8 @@ pub enum StartError {
     Settings(String),
     #[error("cannot take part in the cluster: {0}")]
     Cluster(String),
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// A node serving the API until `shutdown` is called.
@@ -51,6 +53,8 @@ pub struct RunningNode {
     /// on a settings change, stopped after the server.
     actors: Arc<Mutex<Option<NodeActors>>>,
     cluster: ClusterNode,
+    /// Its leases are given back on a graceful shutdown.
+    quotas: Arc<crate::quota::Quotas>,
     /// Gossip of upstream views and settings reloads.
     background: Vec<JoinHandle<()>>,
 }
@@ -90,9 +94,14 @@ impl RunningNode {
         let (state, actors) = crate::state::build(config, &name_prefix, cluster.state())
             .await
             .map_err(StartError::Settings)?;
-        let quotas = Arc::new(crate::quota::Quotas::new(cluster.clone()));
+        let quotas = crate::quota::Quotas::new(
+            cluster.clone(),
+            &config.node.data_dir.join("quota-marks.redb"),
+        )
+        .map_err(StartError::Quota)?;
+        let quotas = Arc::new(quotas);
         let _ = state.quotas.set(Arc::clone(&quotas));
-        crate::quota::tokens::warm_up();
+        crate::quota::tokens::warm_up(state.routes.load().tokenizers());
         let actors = Arc::new(Mutex::new(Some(actors)));
         let background = vec![
             tokio::spawn(exchange_upstream_views(
@@ -100,7 +109,7 @@ impl RunningNode {
                 state.clone(),
                 config.cluster.gossip_interval,
             )),
-            tokio::spawn(keep_quotas(quotas)),
+            tokio::spawn(keep_quotas(Arc::clone(&quotas))),
             tokio::spawn(follow_settings(
                 state.clone(),
                 config.clone(),
@@ -136,6 +145,7 @@ impl RunningNode {
             admin,
             actors,
             cluster,
+            quotas,
             background,
         })
     }
@@ -175,6 +185,9 @@ impl RunningNode {
         for task in &self.background {
             task.abort();
         }
+        // No admission comes after this; every count is at least what was admitted (a
+        // reservation counts until it is settled lower).
+        self.quotas.close_all(Duration::from_secs(2)).await;
         if let Some(actors) = self.actors.lock().await.take() {
             actors.stop().await;
         }

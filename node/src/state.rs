@@ -10,6 +10,7 @@ use aigw_config::Config;
 use arc_swap::ArcSwap;
 
 use crate::openai::IdSigner;
+use crate::passthrough::BackendTable;
 use crate::proxy::{self, RouteTable};
 use crate::usage::UsageMeter;
 
@@ -33,8 +34,10 @@ pub(crate) struct Shared {
     pub max_attempts: u32,
     /// Largest multipart upload streamed through (`server.max_upload_bytes`).
     pub max_upload_bytes: usize,
-    /// Signs the ids handed out for upstream-held state (video jobs).
+    /// Signs the ids handed out for upstream-held state (video jobs, MCP sessions).
     pub ids: IdSigner,
+    /// MCP servers, agent backends and sandboxes; swapped with `routes`.
+    pub passthrough: ArcSwap<BackendTable>,
     /// This node's usage totals per key and capability.
     pub usage: UsageMeter,
     /// Key limits and their leases; set by the server once the node is in the cluster (unset:
@@ -69,6 +72,7 @@ pub(crate) async fn build(
         .await
         .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
     let routes = RouteTable::build(&snapshot, &endpoints, actors.upstreams())?;
+    let passthrough = BackendTable::build(&snapshot.backends)?;
     let state = AppState::new(Shared {
         cluster,
         routes: ArcSwap::from_pointee(routes),
@@ -79,6 +83,7 @@ pub(crate) async fn build(
         max_attempts: config.routing.max_attempts,
         max_upload_bytes: config.server.max_upload_bytes,
         ids: IdSigner::from_config(config),
+        passthrough: ArcSwap::from_pointee(passthrough),
         usage: UsageMeter::default(),
         quotas: std::sync::OnceLock::new(),
     });
@@ -99,14 +104,22 @@ pub(crate) async fn apply_settings(
     let actors = NodeActors::start(config.node.id, name_prefix, specs, &config.routing)
         .await
         .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
-    let routes = match RouteTable::build(&snapshot, &endpoints, actors.upstreams()) {
-        Ok(routes) => routes,
+    let built = RouteTable::build(&snapshot, &endpoints, actors.upstreams()).and_then(|routes| {
+        let client = state.passthrough.load().client.clone();
+        Ok((
+            routes,
+            BackendTable::with_client(&snapshot.backends, client)?,
+        ))
+    });
+    let (routes, passthrough) = match built {
+        Ok(built) => built,
         Err(e) => {
             actors.stop().await;
             return Err(e);
         }
     };
     state.routes.store(Arc::new(routes));
+    state.passthrough.store(Arc::new(passthrough));
     state.upstreams.store(Arc::clone(actors.upstreams()));
     state.sessions.store(Arc::clone(actors.sessions()));
     Ok(actors)

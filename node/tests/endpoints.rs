@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk-endpoints-all-0001";
 const OTHER_KEY: &str = "sk-endpoints-other-0002";
+/// Four calls in all, and 40 input tokens.
+const LIMITED_KEY: &str = "sk-endpoints-limited-0003";
 const ADMIN_TOKEN: &str = "admin-token-for-endpoint-tests";
 const BOUNDARY: &str = "aigwTestBoundary7";
 
@@ -40,6 +42,7 @@ token = "{ADMIN_TOKEN}"
         );
     }
     for (name, upstream_model) in [
+        ("chat", "gpt-4o"),
         ("embed", "text-embedding-x"),
         ("image", "image-gen-x"),
         ("whisper", "whisper-x"),
@@ -56,15 +59,21 @@ token = "{ADMIN_TOKEN}"
         );
     }
     text += &format!(
-        "\n[[bootstrap.keys]]\nname = \"all\"\nsecret = \"{KEY}\"\n\n[[bootstrap.keys]]\nname = \"other\"\nsecret = \"{OTHER_KEY}\"\n"
+        "\n[[bootstrap.keys]]\nname = \"all\"\nsecret = \"{KEY}\"\n\n[[bootstrap.keys]]\nname = \"other\"\nsecret = \"{OTHER_KEY}\"\n\n\
+         [[bootstrap.keys]]\nname = \"limited\"\nsecret = \"{LIMITED_KEY}\"\n\
+         limits = {{ calls = {{ limit = 4, period = \"total\" }}, input_tokens = {{ limit = 40, period = \"total\" }} }}\n"
     );
     text
 }
 
 async fn post_json(node: &RunningNode, path: &str, body: Value) -> reqwest::Response {
+    post_json_as(node, KEY, path, body).await
+}
+
+async fn post_json_as(node: &RunningNode, key: &str, path: &str, body: Value) -> reqwest::Response {
     client()
         .post(url(node, path))
-        .bearer_auth(KEY)
+        .bearer_auth(key)
         .json(&body)
         .send()
         .await
@@ -160,6 +169,98 @@ async fn usage(node: &RunningNode, capability: &str, ready: impl Fn(&Value) -> b
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("no usage row for {capability} reached the condition");
+}
+
+#[tokio::test]
+async fn chat_tokens_are_metered_per_key_streamed_or_not() {
+    let upstream = mock(MockBehavior::default()).await;
+    let node = node_with(&config(&[upstream.addr().to_string()], "")).await;
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "Hello there"}]});
+    let response = post_json(&node, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let (input, output) = (
+        answer["usage"]["prompt_tokens"].as_u64().unwrap(),
+        answer["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    let row = usage(&node, "chat", |r| r["requests"] == 1).await;
+    assert_eq!(
+        (row["input_tokens"].as_u64(), row["output_tokens"].as_u64()),
+        (Some(input), Some(output))
+    );
+
+    // A stream: the gateway asks for the usage chunk, meters it and strips it.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let response = post_json(&node, "/v1/chat/completions", streamed).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("\"usage\""), "{text}");
+    let row = usage(&node, "chat", |r| r["requests"] == 2).await;
+    assert_eq!(row["input_tokens"].as_u64(), Some(2 * input), "{row}");
+    assert!(row["output_tokens"].as_u64().unwrap() > output, "{row}");
+    assert_eq!(row["unmetered"], 0);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_endpoint_spends_the_calls_budget_and_embeddings_the_input_token_budget() {
+    let upstream = mock(MockBehavior::default()).await;
+    let node = node_with(&config(&[upstream.addr().to_string()], "")).await;
+    let long_input = "many words ".repeat(30);
+    let refused = post_json_as(
+        &node,
+        LIMITED_KEY,
+        "/v1/embeddings",
+        json!({"model": "embed", "input": long_input}),
+    )
+    .await;
+    let error = assert_openai_error(refused, 429, "insufficient_quota").await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input_tokens budget of 40"),
+        "{error}"
+    );
+    // Four calls over four endpoints; the refusal above took none of them.
+    let embedded = post_json_as(
+        &node,
+        LIMITED_KEY,
+        "/v1/embeddings",
+        json!({"model": "embed", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(embedded.status(), 200);
+    let image = json!({"model": "image", "prompt": "a cat"});
+    let imaged = post_json_as(&node, LIMITED_KEY, "/v1/images/generations", image.clone()).await;
+    assert_eq!(imaged.status(), 200);
+    let listed = client()
+        .get(url(&node, "/v1/videos"))
+        .bearer_auth(LIMITED_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let transcribed = post_form(
+        &node,
+        LIMITED_KEY,
+        "/v1/audio/transcriptions",
+        form(&[("model", "whisper")], Some(("file", "a.wav", &wav(1)))),
+    )
+    .await;
+    assert_eq!(transcribed.status(), 200);
+    let _ = transcribed.bytes().await.unwrap();
+    let refused = post_json_as(&node, LIMITED_KEY, "/v1/images/generations", image).await;
+    let error = assert_openai_error(refused, 429, "insufficient_quota").await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("calls budget of 4"),
+        "{error}"
+    );
+    node.shutdown().await;
 }
 
 #[tokio::test]

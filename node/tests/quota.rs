@@ -117,6 +117,7 @@ async fn rpm_admits_a_burst_then_refuses_with_openai_rate_limit_headers() {
     let mock = mock(MockBehavior::default()).await;
     let node = nodes(1, &mock).await.remove(0);
     let (_, secret) = key_with(&node, json!({"rpm": 60, "tpm": 1_000_000})).await;
+    let started = tokio::time::Instant::now();
     let first = chat(
         &node,
         &secret,
@@ -150,11 +151,14 @@ async fn rpm_admits_a_burst_then_refuses_with_openai_rate_limit_headers() {
             break;
         }
     }
-    // A 60/min share on one node bursts 10 (a sixth), then one per second.
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        9,
-        "{statuses:?}"
+    // A 60/min share on one node bursts 10 (a sixth), then one per second: on a slow machine
+    // a second may pass during the burst and refill one more.
+    let refilled = started.elapsed().as_secs() as usize;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        (9..=9 + refilled).contains(&admitted),
+        "{statuses:?} in {:?}",
+        started.elapsed()
     );
     let refused = last.expect("the burst ran out");
     assert!(refused.headers().contains_key("retry-after"));
@@ -247,4 +251,150 @@ async fn a_hot_key_admits_thousands_of_requests_per_raft_entry() {
     let entries = commit_index(&node).await - before;
     assert!(entries <= 2, "{entries} Raft entries for 2000 admissions");
     node.shutdown().await;
+}
+
+/// The `usage` view of one budget of a key: (used, leased_to_nodes, remaining).
+async fn budget_view(node: &RunningNode, id: &str, budget: &str) -> (u64, u64, u64) {
+    let view: Value = admin(node, reqwest::Method::GET, &format!("/keys/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = &view["usage"][budget];
+    let n = |f: &str| b[f].as_u64().unwrap_or_else(|| panic!("{f} in {view}"));
+    (n("used"), n("leased_to_nodes"), n("remaining"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_gives_every_lease_back_with_its_exact_count() {
+    let mock = mock(MockBehavior::default()).await;
+    let text = config(1, &[loopback()], &mock);
+    let data_dir = fresh_data_dir();
+    let node = node_in(&text, &data_dir).await;
+    let (id, secret) = key_with(&node, json!({"calls": {"limit": 1000, "period": "total"}})).await;
+    for _ in 0..10 {
+        let response = chat(
+            &node,
+            &secret,
+            json!({"model": "chat-default", "messages": user_message()}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+    }
+    // One node: its slice is a quarter of the budget, 250, of which it used 10.
+    assert_eq!(budget_view(&node, &id, "calls").await, (0, 250, 750));
+    node.shutdown().await;
+    let node = node_in(&text, &data_dir).await;
+    assert_eq!(budget_view(&node, &id, "calls").await, (10, 0, 990));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_holding_a_lease_gives_back_all_but_its_persisted_mark_on_restart() {
+    let mock = mock(MockBehavior::default()).await;
+    let ip = loopback();
+    let data_dir = fresh_data_dir();
+    let text = config(1, &[ip], &mock)
+        .replace(
+            "[node]\n",
+            &format!("[node]\ndata_dir = \"{}\"\n", data_dir.display()),
+        )
+        .replace(
+            &format!("api_listen = \"{ip}:0\""),
+            &format!("api_listen = \"{ip}:8080\""),
+        )
+        .replace(
+            &format!("admin_listen = \"{ip}:0\""),
+            &format!("admin_listen = \"{ip}:8081\""),
+        );
+    let file = data_dir.join("aigw.toml");
+    std::fs::write(&file, text).unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_aigw"))
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let admin = |method: reqwest::Method, path: &str| {
+        client()
+            .request(method, format!("http://{ip}:8081/admin/v1{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let ready = || async {
+        for _ in 0..200 {
+            if let Ok(r) = admin(reqwest::Method::GET, "/cluster").send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the node did not come up");
+    };
+    let calls_view = |id: String| async move {
+        let view: Value = admin(reqwest::Method::GET, &format!("/keys/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let b = &view["usage"]["calls"];
+        (
+            b["used"].as_u64().unwrap(),
+            b["leased_to_nodes"].as_u64().unwrap(),
+            b["remaining"].as_u64().unwrap(),
+        )
+    };
+
+    let mut process = spawn();
+    ready().await;
+    let created: Value = admin(reqwest::Method::POST, "/keys")
+        .json(&json!({"name": "crash", "limits": {"calls": {"limit": 1000, "period": "total"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    for _ in 0..10 {
+        let response = client()
+            .post(format!("http://{ip}:8080/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&json!({"model": "chat-default", "messages": user_message()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(calls_view(id.clone()).await, (0, 250, 750));
+    process.kill().unwrap(); // SIGKILL: no lease is given back
+    process.wait().unwrap();
+
+    let mut process = spawn();
+    ready().await;
+    let mut view = (0, 0, 0);
+    for _ in 0..100 {
+        view = calls_view(id.clone()).await;
+        if view.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let (used, leased, remaining) = view;
+    assert_eq!(leased, 0, "the old lease is closed: {view:?}");
+    // Counted as used: what was admitted, plus at most one mark step (250 / 8); without the
+    // marks it would be the whole slice, 250.
+    assert!((10..=10 + 31).contains(&used), "{view:?}");
+    assert_eq!(used + remaining, 1000, "{view:?}");
 }

@@ -23,8 +23,9 @@ pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
-/// The on-disk format this build writes and reads.
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes and reads. 2: keys carry `mcp_servers`, and
+/// `SettleLeasesOf` exists. There is no migration before 1.0: an older data dir is refused.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FormatMarker {
@@ -72,6 +73,14 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "{path} was written in on-disk format {found}, older than this aigw's {supported}, and there is no migration before 1.0: move the data dir away to start this node afresh; it was left untouched"
+    )]
+    OlderFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("{path} is corrupt ({what}); it was left untouched")]
     Corrupt { path: PathBuf, what: String },
 }
@@ -114,6 +123,13 @@ pub(crate) fn open(
                 decode::<u32>(&bytes).map_err(|e| corrupt(format!("format marker: {e}")))?;
             if found_version > FORMAT_VERSION {
                 return Err(StoreError::NewerFormat {
+                    path,
+                    found: found_version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            if found_version < FORMAT_VERSION {
+                return Err(StoreError::OlderFormat {
                     path,
                     found: found_version,
                     supported: FORMAT_VERSION,
@@ -206,15 +222,21 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_format_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(dir.path(), "prod", 1).unwrap();
-        let newer = encode(&(FORMAT_VERSION + 1, "prod".to_owned(), 1u64)).unwrap();
-        write_meta(&db, KEY_FORMAT, &newer, true).unwrap();
-        drop(db);
-        let err = open(dir.path(), "prod", 1).unwrap_err();
-        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
-        assert!(dir.path().join("raft.redb").exists());
+    fn a_newer_or_older_format_is_refused_and_left_alone() {
+        for (version, newer) in [(FORMAT_VERSION + 1, true), (FORMAT_VERSION - 1, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path(), "prod", 1).unwrap();
+            let marker = encode(&(version, "prod".to_owned(), 1u64)).unwrap();
+            write_meta(&db, KEY_FORMAT, &marker, true).unwrap();
+            drop(db);
+            let err = open(dir.path(), "prod", 1).unwrap_err();
+            if newer {
+                assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
+            } else {
+                assert!(matches!(err, StoreError::OlderFormat { .. }), "{err}");
+            }
+            assert!(dir.path().join("raft.redb").exists());
+        }
     }
 
     #[test]

@@ -110,7 +110,37 @@ pub(crate) fn key_view(key: &KeyRecord) -> Value {
         "created_at": key.created_at,
         "revision": key.revision,
         "limits": limits_view(&key.limits),
+        "mcp_servers": mcp_servers_view(key.mcp_servers.as_deref()),
     })
+}
+
+/// `["*"]` for every MCP server, else the list (possibly empty: none).
+fn mcp_servers_view(servers: Option<&[String]>) -> Value {
+    match servers {
+        None => json!(["*"]),
+        Some(names) => json!(names),
+    }
+}
+
+/// `mcp_servers` as the admin API takes it: `null` or `["*"]` for every server, else names.
+fn check_mcp_servers(servers: Option<Vec<String>>) -> Result<Option<Vec<String>>, AdminError> {
+    let Some(names) = servers else {
+        return Ok(None);
+    };
+    if names.iter().any(|n| n == "*") {
+        if names.len() > 1 {
+            return Err(AdminError::BadRequest(
+                "`mcp_servers`: \"*\" must be the only entry".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if names.iter().any(|n| n.is_empty() || n.len() > 200) {
+        return Err(AdminError::BadRequest(
+            "`mcp_servers` must list MCP server names (1 to 200 characters each), or be [\"*\"] for all".into(),
+        ));
+    }
+    Ok(Some(names))
 }
 
 /// Each budget's state in its current period, cluster-wide: what is used for sure (given back
@@ -163,6 +193,9 @@ struct CreateKey {
     secret: Option<String>,
     #[serde(default)]
     limits: Option<LimitsJson>,
+    /// The MCP servers the key may use; absent, `null` or `["*"]`: all.
+    #[serde(default)]
+    mcp_servers: Option<Vec<String>>,
 }
 
 fn all_models() -> Vec<String> {
@@ -226,6 +259,7 @@ pub(crate) async fn create(
             .map(LimitsJson::into_limits)
             .transpose()?
             .unwrap_or_default(),
+        mcp_servers: check_mcp_servers(request.mcp_servers)?,
     };
     match state.cluster.write(Command::CreateKey { key }).await? {
         Outcome::Key(key) => {
@@ -316,11 +350,16 @@ struct PatchKey {
     metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     limits: Option<LimitsJson>,
+    /// Absent: unchanged; `null` or `["*"]`: every MCP server; a list: only those.
+    #[serde(default, deserialize_with = "present")]
+    mcp_servers: Option<Option<Vec<String>>>,
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 pub(crate) async fn update(
@@ -340,6 +379,7 @@ pub(crate) async fn update(
         expires_at: request.expires_at,
         metadata: request.metadata,
         limits: request.limits.map(LimitsJson::into_limits).transpose()?,
+        mcp_servers: request.mcp_servers.map(check_mcp_servers).transpose()?,
     };
     match state
         .cluster

@@ -15,6 +15,7 @@ use super::multipart::Upload;
 use super::routed::route_for;
 use crate::proxy::tap::{TapBody, number_field};
 use crate::proxy::{self};
+use crate::quota::{self, tap::Usage, tokens::Estimate};
 use crate::state::AppState;
 use crate::usage::audio::seconds_from_header;
 use crate::usage::{Capability, UsageRecord};
@@ -28,6 +29,7 @@ pub(super) async fn transcribe(
     let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
     let routes = state.routes.load_full();
     let route = route_for(&routes, &key, &upload.model)?;
+    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
     let uploaded = upload.state();
     let format = upload.field("response_format").unwrap_or("json").to_owned();
     let model = upload.model.clone();
@@ -51,7 +53,7 @@ pub(super) async fn transcribe(
     );
     let mut response = forwarded.response;
     if !response.status().is_success() {
-        return Ok(response);
+        return Ok(quota::settle_on_end(admission, response, |_| None));
     }
     let meter = state.clone();
     let key_id = key.id.clone();
@@ -80,5 +82,7 @@ pub(super) async fn transcribe(
                 .record(&key_id, Capability::AudioTranscriptions, &record);
         });
     });
-    Ok(response)
+    Ok(quota::settle_on_end(admission, response, |_| {
+        Some(Usage::default())
+    }))
 }

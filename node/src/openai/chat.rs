@@ -9,7 +9,9 @@ use super::ApiError;
 use super::auth::Caller;
 use super::body::{RoutingFields, read_limited};
 use super::routed;
+use crate::quota::tap::{TapOptions, Usage, UsageTap};
 use crate::state::AppState;
+use crate::usage::{Capability, UsageRecord};
 use crate::{proxy, quota};
 
 pub(super) async fn create(
@@ -20,32 +22,18 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
     let fields = RoutingFields::parse(&body)?;
-    if !key.models.allows(&fields.model) {
-        return Err(ApiError::ModelNotFound(fields.model));
-    }
     let routes = state.routes.load_full();
-    let route = routes
-        .get(&fields.model)
-        .ok_or_else(|| ApiError::ModelNotFound(fields.model.clone()))?;
+    let route = routed::route_for(&routes, &key, &fields.model)?;
     let session = routed::sticky_session(route, &fields.model, &headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate.
-    let admission = match state.quotas.get() {
-        Some(quotas) if !key.limits.is_empty() => {
-            let estimate = if key.limits.counts_tokens() {
-                quota::tokens::estimate_chat(&body)
-            } else {
-                quota::tokens::Estimate::calls_only()
-            };
-            Some(quotas.admit(&key, estimate).await?)
-        }
-        _ => None,
-    };
-    // The gateway needs the stream's usage to settle token limits: ask for it when the client
-    // did not, and strip it from what the client gets.
-    let ask_usage = fields.stream
-        && admission
-            .as_ref()
-            .is_some_and(|a| a.counts_tokens() && !a.client_set_stream_options());
+    let admission = quota::admit(&state, &key, || {
+        quota::tokens::estimate_chat(&body, &route.tokens)
+    })
+    .await?;
+    // The gateway meters every stream's usage (and settles token limits with it): it asks for
+    // the usage chunk when the client did not set `stream_options`, and strips it from what the
+    // client gets.
+    let ask_usage = fields.stream && memchr::memmem::find(&body, b"\"stream_options\"").is_none();
     let forwarded = proxy::forward(
         &state,
         &fields.model,
@@ -72,28 +60,44 @@ pub(super) async fn create(
         "chat completion"
     );
     let mut response = forwarded.response;
-    if let Some(admission) = admission {
+    if let Some(admission) = &admission {
         response.headers_mut().extend(admission.headers().clone());
-        if !response.status().is_success() {
-            // Nothing was generated: the tokens come back, the call stays counted.
-            admission.settle(Some(quota::tap::Usage::default()));
-        } else {
-            let event_stream = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            let (parts, body) = response.into_parts();
-            let tap = quota::tap::UsageTap::new(
-                body,
-                event_stream,
-                ask_usage,
-                Box::new(move |usage| admission.settle(usage)),
-            );
-            response = Response::from_parts(parts, Body::new(tap));
-        }
     }
-    Ok(response)
+    if !response.status().is_success() {
+        // Nothing was generated: the tokens come back, the call stays counted.
+        if let Some(admission) = admission {
+            admission.settle(Some(Usage::default()));
+        }
+        return Ok(response);
+    }
+    let event_stream = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let options = TapOptions {
+        event_stream,
+        strip_usage_chunk: ask_usage,
+        counting: route.tokens,
+        estimated_input: admission.as_ref().map_or(0, |a| a.estimated_input()),
+    };
+    let meter = state.clone();
+    let key_id = key.id.clone();
+    let settle = move |usage: Option<Usage>| {
+        let record = UsageRecord {
+            input_tokens: usage.map(|u| u.input),
+            output_tokens: usage.map(|u| u.output),
+            cached_tokens: usage.map(|u| u.cached),
+            ..UsageRecord::default()
+        };
+        meter.usage.record(&key_id, Capability::Chat, &record);
+        if let Some(admission) = admission {
+            admission.settle(usage);
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let tap = UsageTap::new(body, options, Box::new(settle));
+    Ok(Response::from_parts(parts, Body::new(tap)))
 }
 
 /// `body` (a JSON object) with `"stream_options":{"include_usage":true}` as its first member.

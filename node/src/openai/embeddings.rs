@@ -1,4 +1,5 @@
-//! `POST /v1/embeddings`: routed like chat; the input tokens are metered from the upstream's
+//! `POST /v1/embeddings`: routed like chat; admitted against the key's call and input-token
+//! limits with a tiktoken estimate of `input`, settled and metered from the upstream's
 //! `usage.prompt_tokens`.
 
 use axum::body::Body;
@@ -9,8 +10,9 @@ use http::HeaderMap;
 use super::ApiError;
 use super::auth::Caller;
 use super::body::read_limited;
-use super::routed::route_json;
+use super::routed::{Cost, route_json};
 use crate::proxy::tap::{TapBody, number_field};
+use crate::quota::{self, tap::Usage};
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
@@ -21,10 +23,21 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
-    let forwarded = route_json(&state, &key, &headers, &body, "/embeddings").await?;
+    let (forwarded, admission) = route_json(
+        &state,
+        &key,
+        &headers,
+        &body,
+        "/embeddings",
+        Cost::EmbeddingInput,
+    )
+    .await?;
     let mut response = forwarded.response;
     if !response.status().is_success() {
-        return Ok(response);
+        return Ok(quota::settle_on_end(admission, response, |_| None));
+    }
+    if let Some(admission) = &admission {
+        response.headers_mut().extend(admission.headers().clone());
     }
     let meter = state.clone();
     let key_id = key.id.clone();
@@ -32,12 +45,19 @@ pub(super) async fn create(
     *response.body_mut() = TapBody::wrap(upstream_body, move |ends| {
         // OpenAI puts `usage` last; some servers put it first. Either end has it.
         let tokens = number_field(&ends.tail, "prompt_tokens")
-            .or_else(|| number_field(&ends.head, "prompt_tokens"));
+            .or_else(|| number_field(&ends.head, "prompt_tokens"))
+            .map(|t| t as u64);
         let record = UsageRecord {
-            input_tokens: tokens.map(|t| t as u64),
+            input_tokens: tokens,
             ..UsageRecord::default()
         };
         meter.usage.record(&key_id, Capability::Embeddings, &record);
+        if let Some(admission) = admission {
+            admission.settle(tokens.map(|input| Usage {
+                input,
+                ..Usage::default()
+            }));
+        }
     });
     Ok(response)
 }

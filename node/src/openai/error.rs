@@ -38,6 +38,12 @@ pub enum ApiError {
     /// An id the gateway did not hand out to this key (or that was altered).
     #[error("No {what} found with id `{id}`.")]
     UnknownId { what: &'static str, id: String },
+    /// An MCP server, agent type or sandbox that is not in the settings.
+    #[error("The {what} `{name}` does not exist.")]
+    UnknownBackend { what: &'static str, name: String },
+    /// A backend the key may not use.
+    #[error("This API key may not use the {what} `{name}`.")]
+    BackendNotAllowed { what: &'static str, name: String },
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
     #[error("Unknown request URL: {method} {path}.")]
@@ -95,9 +101,11 @@ impl ApiError {
             | Self::InvalidParam { .. }
             | Self::BodyUnreadable(_)
             | Self::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::UnknownUrl { .. } | Self::UnknownId { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ModelNotFound(_)
+            | Self::UnknownUrl { .. }
+            | Self::UnknownId { .. }
+            | Self::UnknownBackend { .. } => StatusCode::NOT_FOUND,
+            Self::BackendNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -146,7 +154,8 @@ impl ApiError {
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyUnreadable(_) => "invalid_body",
             Self::InvalidMultipart(_) => "invalid_multipart",
-            Self::UnknownId { .. } => "not_found",
+            Self::UnknownId { .. } | Self::UnknownBackend { .. } => "not_found",
+            Self::BackendNotAllowed { .. } => "permission_denied",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UnknownUrl { .. } => "unknown_url",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::ApiError;
 use super::auth::Caller;
 use super::body::read_limited;
-use super::routed::route_json;
+use super::routed::{Cost, route_json};
+use crate::quota::{self, tap::Usage};
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
@@ -30,13 +31,23 @@ pub(super) async fn generate(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
-    let forwarded = route_json(&state, &key, &headers, &body, "/images/generations").await?;
+    let (forwarded, admission) = route_json(
+        &state,
+        &key,
+        &headers,
+        &body,
+        "/images/generations",
+        Cost::Call,
+    )
+    .await?;
     if forwarded.response.status().is_success() {
         state
             .usage
             .record(&key.id, Capability::Images, &image_usage(&body));
     }
-    Ok(forwarded.response)
+    Ok(quota::settle_on_end(admission, forwarded.response, |_| {
+        Some(Usage::default())
+    }))
 }
 
 /// `n` (default 1) and `size` (default `"auto"`) as the request gives them.

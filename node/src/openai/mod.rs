@@ -18,6 +18,7 @@ pub(crate) mod routed;
 mod signed_id;
 mod videos;
 
+pub(crate) use auth::Caller;
 pub(crate) use error::{ApiError, UpstreamAnswer, error_body};
 pub(crate) use signed_id::IdSigner;
 
@@ -39,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/videos/{id}/content", get(videos::content))
         .route("/v1/models", get(models::list))
+        .merge(crate::passthrough::routes())
         .fallback(fallback::unknown_url)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .with_state(state)

@@ -13,24 +13,41 @@ use http::HeaderMap;
 use super::ApiError;
 use super::body::RoutingFields;
 use crate::proxy::{self, Forwarded, ModelRoute, RouteTable};
+use crate::quota::{self, Admission, tokens::Estimate};
 use crate::state::AppState;
 
 /// Names a sticky session explicitly; without it, the body's `user` does.
 const SESSION_HEADER: &str = "x-session-id";
 
+/// What a routed request costs against the key's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cost {
+    /// One call; no tokens.
+    Call,
+    /// One call and the embedding input's tokens.
+    EmbeddingInput,
+}
+
 /// Routes a JSON body with a `model` to `path` on one of the model's targets (the upstream
-/// model name spliced in), with failover. 400 for bad JSON or model, 404 for a model the key
-/// may not use or that has no route.
+/// model name spliced in), with failover, after admitting it against the key's limits. 400 for
+/// bad JSON or model, 404 for a model the key may not use or that has no route, 429 when the
+/// key's limits refuse it.
 pub(crate) async fn route_json(
     state: &AppState,
     key: &KeyRecord,
     headers: &HeaderMap,
     body: &Bytes,
     path: &str,
-) -> Result<Forwarded, ApiError> {
+    cost: Cost,
+) -> Result<(Forwarded, Option<Admission>), ApiError> {
     let fields = RoutingFields::parse(body)?;
     let routes = state.routes.load_full();
     let route = route_for(&routes, key, &fields.model)?;
+    let admission = quota::admit(state, key, || match cost {
+        Cost::Call => Estimate::calls_only(),
+        Cost::EmbeddingInput => quota::tokens::estimate_embeddings(body, &route.tokens),
+    })
+    .await?;
     let session = sticky_session(route, &fields.model, headers, fields.user.as_deref());
     let forwarded = proxy::forward(state, &fields.model, route, path, session, |target| {
         fields.splice_model(body, &target.model_json)
@@ -45,7 +62,7 @@ pub(crate) async fn route_json(
         status = forwarded.response.status().as_u16(),
         "routed request"
     );
-    Ok(forwarded)
+    Ok((forwarded, admission))
 }
 
 /// The route of `model` if `key` may use it; 404 otherwise, the same answer for a model that

@@ -1,5 +1,5 @@
-//! Ids the gateway hands out for state that lives on one upstream (a video job; later an MCP
-//! session): the id names the upstream, the upstream's own id and the key it belongs to, and
+//! Ids the gateway hands out for state that lives on one upstream (a video job, an MCP
+//! session): the id names the upstream (or MCP server), the upstream's own id and the key it belongs to, and
 //! carries an HMAC-SHA256 over them with the cluster-wide `server.id_secret`. Any node can so
 //! route a follow-up to the right upstream without shared state, and a client can neither
 //! forge an id for another upstream nor use another key's id.
@@ -45,8 +45,8 @@ impl IdSigner {
             return Self::new(derived.as_bytes());
         }
         tracing::warn!(
-            "neither server.id_secret nor admin.token is set: video ids are signed with a \
-             random secret and work only on this node until it restarts"
+            "neither server.id_secret nor admin.token is set: video ids and MCP session ids \
+             are signed with a random secret and work only on this node until it restarts"
         );
         Self::new(&rand::random::<[u8; 32]>())
     }

@@ -19,8 +19,9 @@ use super::ApiError;
 use super::auth::Caller;
 use super::body::read_limited;
 use super::multipart::Upload;
-use super::routed::{route_for, route_json};
+use super::routed::{Cost, route_for, route_json};
 use crate::proxy::{self, Forwarded, UpstreamCall};
+use crate::quota::{self, Admission, tap::Usage, tokens::Estimate};
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
@@ -41,17 +42,19 @@ pub(super) async fn create(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let (forwarded, seconds) = if is_json {
+    let (forwarded, seconds, admission) = if is_json {
         let body = read_limited(&headers, body, state.max_body_bytes).await?;
         let seconds = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| seconds_of(v.get("seconds")?));
-        let forwarded = route_json(&state, &key, &headers, &body, "/videos").await?;
-        (forwarded, seconds)
+        let (forwarded, admission) =
+            route_json(&state, &key, &headers, &body, "/videos", Cost::Call).await?;
+        (forwarded, seconds, admission)
     } else {
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
         let routes = state.routes.load_full();
         let route = route_for(&routes, &key, &upload.model)?;
+        let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
         let seconds = upload.field("seconds").and_then(|s| s.trim().parse().ok());
         let uploaded = upload.state();
         let model = upload.model.clone();
@@ -64,7 +67,7 @@ pub(super) async fn create(
                 limit: state.max_upload_bytes,
             });
         }
-        (forwarded, seconds)
+        (forwarded, seconds, admission)
     };
     tracing::info!(
         key = %key.id,
@@ -79,7 +82,7 @@ pub(super) async fn create(
         };
         state.usage.record(&key.id, Capability::Videos, &record);
     }
-    resign(&state, key.id.as_str(), forwarded).await
+    settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
 
 pub(super) async fn retrieve(
@@ -88,8 +91,9 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
+    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
     let forwarded = follow_up(&state, &upstream, Method::GET, format!("/videos/{job}")).await?;
-    resign(&state, key.id.as_str(), forwarded).await
+    settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
 
 pub(super) async fn content(
@@ -99,13 +103,13 @@ pub(super) async fn content(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
+    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
     let path = match query {
         Some(query) => format!("/videos/{job}/content?{query}"),
         None => format!("/videos/{job}/content"),
     };
-    Ok(follow_up(&state, &upstream, Method::GET, path)
-        .await?
-        .response)
+    let forwarded = follow_up(&state, &upstream, Method::GET, path).await;
+    settled(admission, forwarded.map(|f| f.response))
 }
 
 pub(super) async fn delete(
@@ -114,8 +118,9 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
+    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
     let forwarded = follow_up(&state, &upstream, Method::DELETE, format!("/videos/{job}")).await?;
-    resign(&state, key.id.as_str(), forwarded).await
+    settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
 
 pub(super) async fn list(
@@ -123,6 +128,7 @@ pub(super) async fn list(
     Caller(key): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
     // `after` names a job by its gateway id, which no upstream knows; the rest passes.
     let query: Vec<&str> = query
         .as_deref()
@@ -178,7 +184,18 @@ pub(super) async fn list(
         "object": "list", "data": data, "first_id": first_id, "last_id": last_id,
         "has_more": has_more,
     });
-    Ok(axum::Json(list).into_response())
+    settled(admission, Ok(axum::Json(list).into_response()))
+}
+
+/// Every video call counts as one call against the key's limits, settled when its answer ends
+/// (a refusal or an error before the upstream answered keeps the call counted).
+fn settled(
+    admission: Option<Admission>,
+    response: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    Ok(quota::settle_on_end(admission, response?, |_| {
+        Some(Usage::default())
+    }))
 }
 
 fn call(method: Method, path_and_query: String) -> UpstreamCall {

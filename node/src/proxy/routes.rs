@@ -34,6 +34,8 @@ pub(crate) struct Tier {
 #[derive(Debug)]
 pub(crate) struct ModelRoute {
     pub strategy: Strategy,
+    /// How the model's tokens are estimated for token limits.
+    pub tokens: crate::quota::tokens::TokenCounting,
     /// Sorted by priority, best first; settings order within a priority. At most 64, so a
     /// set of targets fits a `u64` mask.
     pub targets: Vec<RouteTarget>,
@@ -101,6 +103,7 @@ impl RouteTable {
             }
             let route = ModelRoute {
                 strategy: model.strategy,
+                tokens: crate::quota::tokens::TokenCounting::for_model(model),
                 targets,
                 tiers,
             };
@@ -120,6 +123,11 @@ impl RouteTable {
             .values()
             .flat_map(|route| &route.targets)
             .find(|target| &*target.upstream.id == id)
+    }
+
+    /// The encodings the models count tokens with.
+    pub fn tokenizers(&self) -> Vec<aigw_config::TokenEncoding> {
+        self.models.values().map(|m| m.tokens.encoding).collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -18,6 +18,7 @@
 //! came from (otherwise it stays counted, which strands but never over-admits).
 
 mod bucket;
+mod marks;
 pub(crate) mod tap;
 pub(crate) mod tokens;
 
@@ -35,17 +36,31 @@ use tokio::time::Instant;
 
 use crate::openai::ApiError;
 use bucket::Bucket;
+use marks::Marks;
 use tap::Usage;
 use tokens::Estimate;
 
 /// A key idle this long gives its leases back.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// How long a request that needs a new lease waits for this node to settle the leases it held
+/// before a restart.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The persisted mark runs this far ahead of what a lease admitted: one fsync per step, and
+/// after a crash at most one step per lease is counted as used without having been.
+fn mark_step(slice: u64) -> u64 {
+    (slice / 8).max(1)
+}
 
 /// Leases and rate buckets of the keys this node has seen.
 pub(crate) struct Quotas {
     cluster: ClusterNode,
     node: NodeId,
     keys: DashMap<KeyId, Arc<KeyQuota>>,
+    marks: Arc<Marks>,
+    /// True once the leases this node held before it (re)started are closed. No lease is
+    /// granted before, so that closing never catches a lease granted since.
+    settled: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -70,6 +85,33 @@ struct HeldLease {
     budget: BudgetKey,
     slice: u64,
     used: u64,
+    /// Persisted: `used` never passes it.
+    mark: u64,
+    /// A background raise of `mark` is under way.
+    raising: bool,
+}
+
+impl HeldLease {
+    fn new(id: u64, budget: BudgetKey, slice: u64, used: u64) -> Self {
+        Self {
+            id,
+            budget,
+            slice,
+            used,
+            mark: slice,
+            raising: false,
+        }
+    }
+}
+
+/// What a lease this node holds said to an admission.
+enum Held {
+    /// Admitted from lease `0`; `1`: raise that lease's mark to this, in the background.
+    Admitted(u64, Option<u64>),
+    /// The slice has room but the persisted mark does not.
+    NeedsMark,
+    /// No lease, a lease of a past period, or one without room.
+    Empty,
 }
 
 #[derive(Default)]
@@ -130,7 +172,6 @@ impl Admission {
             estimate: Estimate {
                 input: 0,
                 output: 0,
-                has_stream_options: false,
             },
             reservations: Vec::new(),
             tpm_taken: 0.0,
@@ -139,18 +180,9 @@ impl Admission {
         }
     }
 
-    /// Whether the response's token usage matters (a token budget or a TPM limit).
-    pub fn counts_tokens(&self) -> bool {
-        self.tpm_taken > 0.0
-            || self
-                .reservations
-                .iter()
-                .any(|r| r.dimension != Dimension::Calls)
-    }
-
-    /// The client asked for `stream_options` itself (so its usage chunk is its own).
-    pub fn client_set_stream_options(&self) -> bool {
-        self.estimate.has_stream_options
+    /// The input tokens reserved (0 when the key has no token limits).
+    pub fn estimated_input(&self) -> u64 {
+        self.estimate.input
     }
 
     /// The `x-ratelimit-*` headers for the response.
@@ -203,6 +235,48 @@ impl Drop for Admission {
     }
 }
 
+/// Admits one request of `key` on this node: `Ok(None)` when the key has no limits. `estimate`
+/// runs only when the key has token limits (a key with none pays no tokenizer).
+pub(crate) async fn admit(
+    state: &crate::state::AppState,
+    key: &KeyRecord,
+    estimate: impl FnOnce() -> Estimate,
+) -> Result<Option<Admission>, ApiError> {
+    match state.quotas.get() {
+        Some(quotas) if !key.limits.is_empty() => {
+            let estimate = if key.limits.counts_tokens() {
+                estimate()
+            } else {
+                Estimate::calls_only()
+            };
+            Ok(Some(quotas.admit(key, estimate).await?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Puts the admission's rate headers on `response` and settles it when the body ends, with the
+/// usage `usage` reads from the body's ends (`None`: unknown, the reservation stands). An
+/// upstream error settles at once with no tokens: nothing was generated, the call counts.
+pub(crate) fn settle_on_end(
+    admission: Option<Admission>,
+    mut response: axum::response::Response,
+    usage: impl FnOnce(&crate::proxy::tap::BodyEnds) -> Option<Usage> + Send + 'static,
+) -> axum::response::Response {
+    let Some(admission) = admission else {
+        return response;
+    };
+    response.headers_mut().extend(admission.headers().clone());
+    if !response.status().is_success() {
+        admission.settle(Some(Usage::default()));
+        return response;
+    }
+    let body = std::mem::take(response.body_mut());
+    *response.body_mut() =
+        crate::proxy::tap::TapBody::wrap(body, move |ends| admission.settle(usage(&ends)));
+    response
+}
+
 /// A refusal, with the headers that explain it.
 fn refuse(error: ApiError, headers: HeaderMap) -> ApiError {
     ApiError::Refused {
@@ -212,12 +286,15 @@ fn refuse(error: ApiError, headers: HeaderMap) -> ApiError {
 }
 
 impl Quotas {
-    pub fn new(cluster: ClusterNode) -> Self {
-        Self {
+    /// `marks`: the file that keeps the used-count marks of this node's leases.
+    pub fn new(cluster: ClusterNode, marks: &std::path::Path) -> Result<Self, String> {
+        Ok(Self {
             node: cluster.id(),
             cluster,
             keys: DashMap::new(),
-        }
+            marks: Arc::new(Marks::open(marks)?),
+            settled: tokio::sync::watch::Sender::new(false),
+        })
     }
 
     /// Admits one request of `key` expected to cost `estimate`, or refuses it with 429 (rate:
@@ -366,13 +443,14 @@ impl Quotas {
     async fn reserve(
         &self,
         key: &KeyRecord,
-        quota: &KeyQuota,
+        quota: &Arc<KeyQuota>,
         dimension: Dimension,
         budget: Budget,
         units: u64,
         voters: usize,
     ) -> Result<Option<u64>, ApiError> {
-        let slot = &quota.slots[slot_index(dimension)];
+        let slot_at = slot_index(dimension);
+        let slot = &quota.slots[slot_at];
         let period = budget.period.id_at(unix_now());
         let try_held = || {
             let mut held = slot.held.lock().expect("quota lock");
@@ -380,18 +458,50 @@ impl Quotas {
                 Some(lease)
                     if lease.budget.period == period && lease.used + units <= lease.slice =>
                 {
+                    if lease.used + units > lease.mark {
+                        return Held::NeedsMark;
+                    }
                     lease.used += units;
-                    Some(lease.id)
+                    // Raise the mark before admissions reach it, so they rarely wait for disk.
+                    let step = mark_step(lease.slice);
+                    let low = lease.mark < lease.slice && lease.mark - lease.used <= step / 2;
+                    let raise = (low && !lease.raising).then(|| {
+                        lease.raising = true;
+                        (lease.mark + step).min(lease.slice)
+                    });
+                    Held::Admitted(lease.id, raise)
                 }
-                _ => None,
+                _ => Held::Empty,
             }
         };
-        if let Some(lease) = try_held() {
+        if let Held::Admitted(lease, raise) = try_held() {
+            if let Some(mark) = raise {
+                self.raise_soon(Arc::clone(quota), slot_at, lease, mark);
+            }
             return Ok(Some(lease));
         }
         let _refilling = slot.refill.lock().await;
-        if let Some(lease) = try_held() {
-            return Ok(Some(lease));
+        for _ in 0..3 {
+            match try_held() {
+                Held::Admitted(lease, raise) => {
+                    if let Some(mark) = raise {
+                        self.raise_soon(Arc::clone(quota), slot_at, lease, mark);
+                    }
+                    return Ok(Some(lease));
+                }
+                Held::NeedsMark => self.raise_now(slot, units).await?,
+                Held::Empty => break,
+            }
+        }
+        // No lease is granted before the leases from before a restart are closed.
+        let mut settled = self.settled.subscribe();
+        if !matches!(
+            tokio::time::timeout(SETTLE_WAIT, settled.wait_for(|done| *done)).await,
+            Ok(Ok(_))
+        ) {
+            return Err(ApiError::QuotaUnavailable(
+                "this node is still closing the quota leases it held before it restarted".into(),
+            ));
         }
         // The old lease goes back in the grant's own entry, so its unused units count.
         let spent = slot.held.lock().expect("quota lock").take();
@@ -414,22 +524,26 @@ impl Quotas {
         };
         match self.cluster.write(command).await {
             Ok(Outcome::LeaseGranted { granted }) if granted >= units => {
-                *slot.held.lock().expect("quota lock") = Some(HeldLease {
-                    id: lease,
-                    budget: budget_key,
-                    slice: granted,
-                    used: units,
-                });
+                if let Some((_, old, _)) = release {
+                    self.forget_marks(vec![old]);
+                }
+                let mut held = HeldLease::new(lease, budget_key, granted, units);
+                let mark = (units + mark_step(granted)).min(granted);
+                // Without a mark the lease counts as fully used after a crash: safe, so a
+                // failed write only costs what a crash would strand.
+                match self.persist(lease, mark).await {
+                    Ok(()) => held.mark = mark,
+                    Err(error) => tracing::warn!(%error, "cannot persist a quota lease mark"),
+                }
+                *slot.held.lock().expect("quota lock") = Some(held);
                 Ok(Some(lease))
             }
             Ok(Outcome::LeaseGranted { granted }) => {
+                if let Some((_, old, _)) = release {
+                    self.forget_marks(vec![old]);
+                }
                 if granted > 0 {
-                    self.close_soon(HeldLease {
-                        id: lease,
-                        budget: budget_key,
-                        slice: granted,
-                        used: 0,
-                    });
+                    self.close_soon(HeldLease::new(lease, budget_key, granted, 0));
                 }
                 let mut headers = HeaderMap::new();
                 if let Some(end) = budget.period.ends_after(unix_now()) {
@@ -452,54 +566,177 @@ impl Quotas {
                 // The grant may or may not have been applied; the old lease is closed through
                 // its own command (a second close changes nothing).
                 if let Some((budget, id, used)) = release {
-                    self.close_soon(HeldLease {
-                        id,
-                        budget,
-                        slice: used,
-                        used,
-                    });
+                    self.close_soon(HeldLease::new(id, budget, used, used));
                 }
                 Err(ApiError::QuotaUnavailable(error.to_string()))
             }
         }
     }
 
+    /// Persists `mark` for `lease`, off the async threads.
+    async fn persist(&self, lease: u64, mark: u64) -> Result<(), String> {
+        let marks = Arc::clone(&self.marks);
+        tokio::task::spawn_blocking(move || marks.set(lease, mark))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Raises the held lease's mark so that `units` more fit, and waits for it: an admission
+    /// that caught up with the mark.
+    async fn raise_now(&self, slot: &Slot, units: u64) -> Result<(), ApiError> {
+        let Some((lease, mark)) = slot
+            .held
+            .lock()
+            .expect("quota lock")
+            .as_ref()
+            .map(|l| (l.id, (l.used + units + mark_step(l.slice)).min(l.slice)))
+        else {
+            return Ok(());
+        };
+        self.persist(lease, mark)
+            .await
+            .map_err(|e| ApiError::QuotaUnavailable(format!("cannot persist quota use: {e}")))?;
+        if let Some(held) = slot
+            .held
+            .lock()
+            .expect("quota lock")
+            .as_mut()
+            .filter(|l| l.id == lease)
+        {
+            held.mark = held.mark.max(mark);
+        }
+        Ok(())
+    }
+
+    /// Raises a lease's mark in the background, ahead of the admissions that will need it.
+    fn raise_soon(&self, quota: Arc<KeyQuota>, slot: usize, lease: u64, mark: u64) {
+        let marks = Arc::clone(&self.marks);
+        tokio::task::spawn_blocking(move || {
+            let written = marks.set(lease, mark);
+            let mut held = quota.slots[slot].held.lock().expect("quota lock");
+            if let Some(held) = held.as_mut().filter(|l| l.id == lease) {
+                held.raising = false;
+                match written {
+                    Ok(()) => held.mark = held.mark.max(mark),
+                    Err(error) => tracing::warn!(%error, "cannot persist a quota lease mark"),
+                }
+            }
+        });
+    }
+
+    /// Forgets the marks of leases that are closed.
+    fn forget_marks(&self, leases: Vec<u64>) {
+        let marks = Arc::clone(&self.marks);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = marks.remove(&leases) {
+                tracing::warn!(%error, "cannot forget closed quota lease marks");
+            }
+        });
+    }
+
     /// Gives a lease back in the background with what it used.
     fn close_soon(&self, lease: HeldLease) {
         let cluster = self.cluster.clone();
+        let marks = Arc::clone(&self.marks);
         tokio::spawn(async move {
             let command = Command::CloseLease {
                 budget: lease.budget,
                 lease: lease.id,
                 used: lease.used,
             };
-            if let Err(error) = cluster.write(command).await {
+            match cluster.write(command).await {
+                Ok(_) => {
+                    let _ = tokio::task::spawn_blocking(move || marks.remove(&[lease.id])).await;
+                }
                 // Left open, the slice stays counted as leased: stranded, never over-admitted.
-                tracing::warn!(%error, "could not give a quota lease back");
+                Err(error) => tracing::warn!(%error, "could not give a quota lease back"),
             }
         });
     }
 
-    /// After a restart: every lease this node held before counts as fully used.
+    /// At start: closes every lease this node held before, each at its persisted mark (a
+    /// lease without one counts as fully used), retrying until the cluster takes it. Until
+    /// then no lease is granted.
     pub async fn close_leases_from_before(&self) {
-        let command = Command::CloseLeasesOf { node: self.node };
-        for _ in 0..10 {
+        let marks = match self.marks.all() {
+            Ok(marks) => marks,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the quota lease marks; every lease this node held counts as fully used");
+                Vec::new()
+            }
+        };
+        let command = Command::SettleLeasesOf {
+            node: self.node,
+            marks: marks.clone(),
+        };
+        // Until it succeeds: a write that timed out may still commit later, but never after a
+        // later copy of it has committed (Raft commits in log order), and no lease is granted
+        // before one has.
+        loop {
             match self.cluster.write(command.clone()).await {
-                Ok(Outcome::LeasesClosed { count }) => {
-                    if count > 0 {
+                Ok(outcome) => {
+                    if let Outcome::LeasesClosed { count } = outcome
+                        && count > 0
+                    {
                         tracing::info!(
                             count,
                             "closed the quota leases this node held before it restarted"
                         );
                     }
-                    return;
+                    if let Err(error) = self
+                        .marks
+                        .remove(&marks.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                    {
+                        tracing::warn!(%error, "cannot forget closed quota lease marks");
+                    }
+                    break;
                 }
-                Ok(_) => return,
                 Err(error) => {
                     tracing::warn!(%error, "cannot close this node's old quota leases yet; retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
+        }
+        self.settled.send_replace(true);
+    }
+
+    /// On a graceful shutdown, once no request is in flight: gives every lease back with its
+    /// exact count, waiting at most `within` (a lease not closed by then is settled at its
+    /// mark when the node restarts).
+    pub async fn close_all(&self, within: Duration) {
+        let held: Vec<HeldLease> = self
+            .keys
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .slots
+                    .iter()
+                    .filter_map(|slot| slot.held.lock().expect("quota lock").take())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let closes = held.into_iter().map(|lease| async move {
+            let command = Command::CloseLease {
+                budget: lease.budget,
+                lease: lease.id,
+                used: lease.used,
+            };
+            self.cluster.write(command).await.map(|_| lease.id)
+        });
+        match tokio::time::timeout(within, futures::future::join_all(closes)).await {
+            Ok(results) => {
+                let closed: Vec<u64> = results.into_iter().filter_map(Result::ok).collect();
+                tracing::info!(count = closed.len(), "gave this node's quota leases back");
+                if let Err(error) = self.marks.remove(&closed) {
+                    tracing::warn!(%error, "cannot forget closed quota lease marks");
+                }
+            }
+            Err(_) => tracing::warn!(
+                "could not give every quota lease back in time; the rest are settled at their marks on restart"
+            ),
         }
     }
 

@@ -15,10 +15,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use serde::Deserialize;
 
-use super::tokens::count;
+use super::tokens::TokenCounting;
 
-/// Longest non-stream body kept to read its `usage`.
-const MAX_KEPT: usize = 4 * 1024 * 1024;
+/// How much of each end of a non-stream body is kept to find its `usage` (OpenAI puts it
+/// last, some servers first): the body itself is never held.
+const WINDOW: usize = 16 * 1024;
 
 /// Tokens the upstream reports (or the gateway counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,23 +84,39 @@ pub(crate) struct UsageTap {
     strip_usage_chunk: bool,
     /// Event-stream bytes not yet ending in a blank line.
     partial: BytesMut,
-    /// A non-stream body so far (until `MAX_KEPT`).
-    kept: Vec<u8>,
+    /// The first `WINDOW` bytes of a non-stream body, and a rolling window of its last ones.
+    head: Vec<u8>,
+    tail: BytesMut,
     usage: Option<Usage>,
     streamed_text: String,
+    /// Counts the streamed text when no usage arrives; the input is then the estimate's.
+    counting: TokenCounting,
+    estimated_input: u64,
     settle: Option<Settle>,
 }
 
+/// What the tap needs to know about the request.
+pub(crate) struct TapOptions {
+    pub event_stream: bool,
+    /// Drop the usage-only chunk: the gateway asked for it, not the client.
+    pub strip_usage_chunk: bool,
+    pub counting: TokenCounting,
+    pub estimated_input: u64,
+}
+
 impl UsageTap {
-    pub fn new(inner: Body, event_stream: bool, strip_usage_chunk: bool, settle: Settle) -> Self {
+    pub fn new(inner: Body, options: TapOptions, settle: Settle) -> Self {
         Self {
             inner,
-            event_stream,
-            strip_usage_chunk,
+            event_stream: options.event_stream,
+            strip_usage_chunk: options.strip_usage_chunk,
             partial: BytesMut::new(),
-            kept: Vec::new(),
+            head: Vec::new(),
+            tail: BytesMut::new(),
             usage: None,
             streamed_text: String::new(),
+            counting: options.counting,
+            estimated_input: options.estimated_input,
             settle: Some(settle),
         }
     }
@@ -143,23 +160,53 @@ impl UsageTap {
             self.partial.extend_from_slice(b"\n\n");
             let _ = self.relay_events();
         }
-        if !self.event_stream && self.usage.is_none() && self.kept.len() <= MAX_KEPT {
-            self.usage = serde_json::from_slice::<WithUsage>(&self.kept)
-                .ok()
-                .and_then(|b| b.usage)
-                .map(Usage::from);
+        if !self.event_stream && self.usage.is_none() {
+            self.usage = usage_in(&self.tail).or_else(|| usage_in(&self.head));
         }
         if let Some(settle) = self.settle.take() {
             let usage = self.usage.or_else(|| {
                 (!self.streamed_text.is_empty()).then(|| Usage {
-                    input: 0,
-                    output: count(&self.streamed_text),
+                    input: self.estimated_input,
+                    output: self.counting.count(&self.streamed_text),
                     cached: 0,
                 })
             });
             settle(usage);
         }
     }
+}
+
+impl UsageTap {
+    fn keep(&mut self, data: &[u8]) {
+        let room = WINDOW.saturating_sub(self.head.len());
+        let (to_head, rest) = data.split_at(room.min(data.len()));
+        self.head.extend_from_slice(to_head);
+        self.tail.extend_from_slice(rest);
+        if self.tail.len() > WINDOW {
+            let _ = self.tail.split_to(self.tail.len() - WINDOW);
+        }
+    }
+}
+
+/// The `usage` object in a piece of a JSON body: the value after the last `"usage":` that
+/// parses as one.
+fn usage_in(text: &[u8]) -> Option<Usage> {
+    let finder = memchr::memmem::FinderRev::new(b"\"usage\"");
+    let mut end = text.len();
+    while let Some(at) = finder.rfind(&text[..end]) {
+        end = at;
+        let Some(rest) = text[at + b"\"usage\"".len()..]
+            .trim_ascii_start()
+            .strip_prefix(b":")
+        else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<UsageJson>();
+        if let Some(Ok(usage)) = values.next() {
+            return Some(usage.into());
+        }
+    }
+    None
 }
 
 /// The index just past the first "\n\n" (or "\r\n\r\n") in `buf`.
@@ -195,9 +242,7 @@ impl http_body::Body for UsageTap {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
-                    if this.kept.len() + data.len() <= MAX_KEPT {
-                        this.kept.extend_from_slice(&data);
-                    }
+                    this.keep(&data);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -236,8 +281,12 @@ mod tests {
         let slot = Arc::clone(&seen);
         let tap = UsageTap::new(
             Body::from(body),
-            sse,
-            strip,
+            TapOptions {
+                event_stream: sse,
+                strip_usage_chunk: strip,
+                counting: TokenCounting::default(),
+                estimated_input: 12,
+            },
             Box::new(move |u| *slot.lock().unwrap() = Some(u)),
         );
         let out = Body::new(tap).collect().await.unwrap().to_bytes();
@@ -281,11 +330,41 @@ mod tests {
         assert_eq!(kept, body, "a client that asked for usage gets it");
     }
 
+    #[test]
+    fn usage_is_found_at_either_end_of_a_body_too_long_to_keep() {
+        let filler = format!("\"{}\"", "x".repeat(3 * WINDOW));
+        let first = format!(
+            r#"{{"usage":{{"prompt_tokens":3,"completion_tokens":4}},"choices":[{{"message":{{"content":{filler}}}}}]}}"#
+        );
+        let last = format!(
+            r#"{{"choices":[{{"message":{{"content":{filler},"usage":"not this one"}}}}],"usage":{{"prompt_tokens":5,"completion_tokens":6}}}}"#
+        );
+        for (body, expected) in [(first, (3, 4)), (last, (5, 6))] {
+            let mut tap = UsageTap::new(
+                Body::empty(),
+                TapOptions {
+                    event_stream: false,
+                    strip_usage_chunk: false,
+                    counting: TokenCounting::default(),
+                    estimated_input: 0,
+                },
+                Box::new(|_| {}),
+            );
+            for chunk in body.as_bytes().chunks(1000) {
+                tap.keep(chunk);
+            }
+            let usage = usage_in(&tap.tail).or_else(|| usage_in(&tap.head)).unwrap();
+            assert_eq!((usage.input, usage.output), expected);
+        }
+    }
+
     #[tokio::test]
     async fn without_usage_the_streamed_text_is_counted() {
         let body =
             "data: {\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\ndata: [DONE]\n\n";
         let (_, usage) = run(body, true, false).await;
-        assert_eq!(usage.unwrap().output, count("Hello there"));
+        let usage = usage.unwrap();
+        assert_eq!(usage.output, TokenCounting::default().count("Hello there"));
+        assert_eq!(usage.input, 12, "the input estimate stands");
     }
 }

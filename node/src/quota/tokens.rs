@@ -1,9 +1,12 @@
-//! Token estimates for admission: the input counted with tiktoken (cl100k_base, the fallback
-//! for models tiktoken does not know; counts for non-OpenAI models are estimates), the output
-//! reserved from `max_completion_tokens` / `max_tokens` or a default.
+//! Token estimates for admission: the input counted with tiktoken in the model's encoding (the
+//! model's `tokenizer` setting, else the one tiktoken knows for its first target's name, else
+//! cl100k_base; counts for non-OpenAI models are estimates), the output reserved from
+//! `max_completion_tokens` / `max_tokens`, else the model's `default_max_tokens`, else 1024.
 
+use aigw_config::{ModelSettings, TokenEncoding};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tiktoken_rs::CoreBPE;
 
 /// Reserved for the output when the request names no maximum.
 pub(crate) const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
@@ -18,8 +21,6 @@ struct TokenFields<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
-    #[serde(borrow, default)]
-    stream_options: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -33,8 +34,6 @@ struct Message<'a> {
 pub(crate) struct Estimate {
     pub input: u64,
     pub output: u64,
-    /// The client set `stream_options` itself.
-    pub has_stream_options: bool,
 }
 
 impl Estimate {
@@ -43,32 +42,86 @@ impl Estimate {
         Self {
             input: 0,
             output: 0,
-            has_stream_options: false,
         }
     }
 }
 
-pub(crate) fn count(text: &str) -> u64 {
-    tiktoken_rs::cl100k_base_singleton()
-        .encode_with_special_tokens(text)
-        .len() as u64
+/// How one model's tokens are estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenCounting {
+    pub encoding: TokenEncoding,
+    /// Output reserved when the request names no maximum.
+    pub default_output: u64,
+}
+
+impl Default for TokenCounting {
+    fn default() -> Self {
+        Self {
+            encoding: TokenEncoding::Cl100kBase,
+            default_output: DEFAULT_OUTPUT_RESERVATION,
+        }
+    }
+}
+
+impl TokenCounting {
+    /// The model's settings, else the encoding tiktoken knows for its first target's upstream
+    /// model name (`gpt-4o` → o200k_base), else cl100k_base.
+    pub fn for_model(model: &ModelSettings) -> Self {
+        let encoding = model.tokenizer.unwrap_or_else(|| {
+            model
+                .targets
+                .first()
+                .and_then(|t| tiktoken_rs::tokenizer::get_tokenizer(&t.model))
+                .map(|t| {
+                    use tiktoken_rs::tokenizer::Tokenizer as T;
+                    match t {
+                        T::O200kBase => TokenEncoding::O200kBase,
+                        T::O200kHarmony => TokenEncoding::O200kHarmony,
+                        T::Cl100kBase => TokenEncoding::Cl100kBase,
+                        T::P50kBase | T::P50kEdit => TokenEncoding::P50kBase,
+                        T::R50kBase | T::Gpt2 => TokenEncoding::R50kBase,
+                    }
+                })
+                .unwrap_or(TokenEncoding::Cl100kBase)
+        });
+        Self {
+            encoding,
+            default_output: model
+                .default_max_tokens
+                .unwrap_or(DEFAULT_OUTPUT_RESERVATION),
+        }
+    }
+
+    /// Tokens of `text` in this encoding.
+    pub fn count(&self, text: &str) -> u64 {
+        bpe(self.encoding).encode_with_special_tokens(text).len() as u64
+    }
+}
+
+fn bpe(encoding: TokenEncoding) -> &'static CoreBPE {
+    match encoding {
+        TokenEncoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
+        TokenEncoding::O200kHarmony => tiktoken_rs::o200k_harmony_singleton(),
+        TokenEncoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        TokenEncoding::P50kBase => tiktoken_rs::p50k_base_singleton(),
+        TokenEncoding::R50kBase => tiktoken_rs::r50k_base_singleton(),
+    }
 }
 
 /// Estimates a chat body's tokens. A body the router accepted always parses here; anything
 /// odd in `messages` counts as its raw length / 4 rather than failing the request.
-pub(crate) fn estimate_chat(body: &[u8]) -> Estimate {
+pub(crate) fn estimate_chat(body: &[u8], counting: &TokenCounting) -> Estimate {
     let Ok(fields) = serde_json::from_slice::<TokenFields<'_>>(body) else {
         return Estimate {
             input: body.len() as u64 / 4,
-            output: DEFAULT_OUTPUT_RESERVATION,
-            has_stream_options: false,
+            output: counting.default_output,
         };
     };
     let mut input = 0;
     for message in &fields.messages {
         input += PER_MESSAGE;
         if let Some(content) = message.content {
-            input += content_tokens(content);
+            input += content_tokens(content, counting);
         }
     }
     Estimate {
@@ -76,41 +129,134 @@ pub(crate) fn estimate_chat(body: &[u8]) -> Estimate {
         output: fields
             .max_completion_tokens
             .or(fields.max_tokens)
-            .unwrap_or(DEFAULT_OUTPUT_RESERVATION),
-        has_stream_options: fields.stream_options.is_some(),
+            .unwrap_or(counting.default_output),
     }
 }
 
+/// Estimates an embeddings body's input: `input` as a string, strings, token ids or arrays of
+/// token ids (counted as they are). No output.
+pub(crate) fn estimate_embeddings(body: &[u8], counting: &TokenCounting) -> Estimate {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        Text(String),
+        Texts(Vec<String>),
+        Ids(Vec<u64>),
+        IdLists(Vec<Vec<u64>>),
+    }
+    #[derive(Deserialize)]
+    struct Fields {
+        input: Input,
+    }
+    let input = match serde_json::from_slice::<Fields>(body) {
+        Ok(Fields {
+            input: Input::Text(text),
+        }) => counting.count(&text),
+        Ok(Fields {
+            input: Input::Texts(texts),
+        }) => texts.iter().map(|t| counting.count(t)).sum(),
+        Ok(Fields {
+            input: Input::Ids(ids),
+        }) => ids.len() as u64,
+        Ok(Fields {
+            input: Input::IdLists(lists),
+        }) => lists.iter().map(|l| l.len() as u64).sum(),
+        Err(_) => body.len() as u64 / 4,
+    };
+    Estimate { input, output: 0 }
+}
+
 /// Tokens of a message's content: a string, or parts whose `text` is counted.
-fn content_tokens(content: &RawValue) -> u64 {
+fn content_tokens(content: &RawValue, counting: &TokenCounting) -> u64 {
     #[derive(Deserialize)]
     struct Part {
         #[serde(default)]
         text: Option<String>,
     }
     if let Ok(text) = serde_json::from_str::<String>(content.get()) {
-        return count(&text);
+        return counting.count(&text);
     }
     if let Ok(parts) = serde_json::from_str::<Vec<Part>>(content.get()) {
         return parts
             .iter()
             .filter_map(|p| p.text.as_deref())
-            .map(count)
+            .map(|t| counting.count(t))
             .sum();
     }
     content.get().len() as u64 / 4
 }
 
-/// Loads the encoding once, off the request path (the first load parses the vocabulary).
-pub(crate) fn warm_up() {
-    tokio::task::spawn_blocking(|| {
-        count("warm up");
+/// Loads the encodings these models use, off the request path (the first load parses the
+/// vocabulary, tens of milliseconds).
+pub(crate) fn warm_up(encodings: impl IntoIterator<Item = TokenEncoding>) {
+    let mut encodings: Vec<TokenEncoding> = encodings.into_iter().collect();
+    encodings.push(TokenEncoding::Cl100kBase);
+    encodings.dedup();
+    tokio::task::spawn_blocking(move || {
+        for encoding in encodings {
+            bpe(encoding);
+        }
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn count(text: &str) -> u64 {
+        TokenCounting::default().count(text)
+    }
+
+    fn estimate_chat(body: &[u8]) -> Estimate {
+        super::estimate_chat(body, &TokenCounting::default())
+    }
+
+    #[test]
+    fn the_encoding_comes_from_the_settings_else_the_upstream_model_name() {
+        let model = |tokenizer, upstream_model: &str| {
+            let toml = format!(
+                r#"
+                [node]
+                id = 1
+                api_listen = "127.0.0.1:0"
+                data_dir = "/tmp/x"
+                [[bootstrap.upstreams]]
+                id = "u"
+                kind = "openai"
+                base_url = "http://127.0.0.1:1"
+                [[bootstrap.models]]
+                name = "m"
+                {tokenizer}
+                default_max_tokens = 77
+                targets = [{{ upstream = "u", model = "{upstream_model}" }}]
+                "#
+            );
+            let config = aigw_config::parse(&toml, "t.toml").expect("valid");
+            TokenCounting::for_model(&config.bootstrap.models[0])
+        };
+        assert_eq!(model("", "gpt-4o").encoding, TokenEncoding::O200kBase);
+        assert_eq!(model("", "llama-3-8b").encoding, TokenEncoding::Cl100kBase);
+        let configured = model(r#"tokenizer = "p50k_base""#, "gpt-4o");
+        assert_eq!(configured.encoding, TokenEncoding::P50kBase);
+        assert_eq!(configured.default_output, 77);
+        // The encodings differ, so the choice matters.
+        let text = "こんにちは世界、トークナイザーのテストです";
+        assert_ne!(configured.count(text), model("", "gpt-4o").count(text));
+    }
+
+    #[test]
+    fn embedding_input_is_counted_in_every_shape() {
+        let c = TokenCounting::default();
+        let e = |body: &str| estimate_embeddings(body.as_bytes(), &c);
+        assert_eq!(e(r#"{"input":"Hello world"}"#).input, count("Hello world"));
+        assert_eq!(
+            e(r#"{"input":["Hello","world"]}"#).input,
+            count("Hello") + count("world")
+        );
+        assert_eq!(e(r#"{"input":[1,2,3]}"#).input, 3);
+        assert_eq!(e(r#"{"input":[[1,2],[3]]}"#).input, 3);
+        assert_eq!(e(r#"{"input":"x"}"#).output, 0);
+    }
 
     #[test]
     fn input_is_counted_from_strings_and_text_parts_and_output_from_the_maximum() {
@@ -123,7 +269,6 @@ mod tests {
             estimate.input,
             2 * PER_MESSAGE + count("You are terse.") + count("Hello world")
         );
-        assert!(!estimate.has_stream_options);
     }
 
     #[test]
@@ -132,7 +277,6 @@ mod tests {
             br#"{"max_tokens":5,"max_completion_tokens":9,"messages":[],"stream_options":{}}"#,
         );
         assert_eq!(with.output, 9);
-        assert!(with.has_stream_options);
         assert_eq!(
             estimate_chat(br#"{"messages":[]}"#).output,
             DEFAULT_OUTPUT_RESERVATION

@@ -17,18 +17,28 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Capability {
+    Chat,
     Embeddings,
     Images,
     AudioTranscriptions,
     Videos,
+    /// Pass-through capabilities: a call count each.
+    Mcp,
+    Agent,
+    Sandbox,
 }
 
 /// One request's usage. Fields the capability does not have stay `None`; a field the
 /// capability has but the gateway could not learn is also `None`, and counted as unmetered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct UsageRecord {
-    /// Embeddings: `usage.prompt_tokens` of the upstream's answer.
+    /// Chat and embeddings: `usage.prompt_tokens` of the upstream's answer (for a chat stream
+    /// without usage, the gateway's estimate).
     pub input_tokens: Option<u64>,
+    /// Chat: `usage.completion_tokens` (for a stream without usage, the streamed text counted).
+    pub output_tokens: Option<u64>,
+    /// Chat: `usage.prompt_tokens_details.cached_tokens`, part of the input.
+    pub cached_tokens: Option<u64>,
     /// Images: how many were asked for (`n`, default 1).
     pub images: Option<u64>,
     /// Images: the requested `size` (`"1024x1024"`, or `"auto"` when not given).
@@ -46,6 +56,8 @@ pub(crate) struct UsageTotals {
     /// Requests whose capability field could not be learned (e.g. no `usage` in the answer).
     pub unmetered: u64,
     pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
     pub images: u64,
     /// Image count per size tier.
     pub images_by_size: BTreeMap<String, u64>,
@@ -57,15 +69,18 @@ impl UsageTotals {
     fn add(&mut self, capability: Capability, record: &UsageRecord) {
         self.requests += 1;
         let metered = match capability {
-            Capability::Embeddings => record.input_tokens.is_some(),
+            Capability::Chat | Capability::Embeddings => record.input_tokens.is_some(),
             Capability::Images => record.images.is_some(),
             Capability::AudioTranscriptions => record.audio_seconds.is_some(),
             Capability::Videos => record.video_seconds.is_some(),
+            Capability::Mcp | Capability::Agent | Capability::Sandbox => true,
         };
         if !metered {
             self.unmetered += 1;
         }
         self.input_tokens += record.input_tokens.unwrap_or(0);
+        self.output_tokens += record.output_tokens.unwrap_or(0);
+        self.cached_tokens += record.cached_tokens.unwrap_or(0);
         if let Some(images) = record.images {
             self.images += images;
             let tier = record.size_tier.clone().unwrap_or_else(|| "auto".into());

@@ -75,13 +75,26 @@ pub fn fresh_data_dir() -> std::path::PathBuf {
 }
 
 pub async fn node_with(text: &str) -> RunningNode {
+    node_in(text, &fresh_data_dir()).await
+}
+
+/// A node of `text` on `data_dir`, which a node of this process may have used before (a
+/// restart): its files are retried until the stopped node's last tasks let go of them.
+pub async fn node_in(text: &str, data_dir: &std::path::Path) -> RunningNode {
     aigw::install_crypto_provider();
     let mut config = aigw_config::parse_with_env(text, "test.toml", &test_env)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    config.node.data_dir = fresh_data_dir();
-    RunningNode::start_with_env(&config, std::sync::Arc::new(test_env))
-        .await
-        .unwrap()
+    config.node.data_dir = data_dir.to_owned();
+    for _ in 0..100 {
+        match RunningNode::start_with_env(&config, std::sync::Arc::new(test_env)).await {
+            Ok(node) => return node,
+            Err(e) if e.to_string().contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("node did not start: {e}"),
+        }
+    }
+    panic!("the data dir stayed locked")
 }
 
 pub async fn node(mock: &MockServer) -> RunningNode {

@@ -1,0 +1,199 @@
+//! Pass-through capabilities: `/v1/mcp/{server}/...` (the MCP proxy, mcp.rs),
+//! `/v1/agent/{type}/...` and `/v1/sandboxes/{name}/...` (HTTP, SSE and WebSocket relayed to
+//! configured backends).
+//!
+//! Every request is authenticated with the gateway key like `/v1/*`, admitted against the
+//! key's call quota, relayed with the backend's configured credential headers injected and
+//! the client's own `Authorization` and hop-by-hop headers dropped (hop.rs), and counted as
+//! one call of its capability in the usage meter. Bodies stream both ways as they come.
+//!
+//! A WebSocket upgrade may carry the gateway key as `?api_key=KEY` instead of the header,
+//! since browsers cannot set headers on a WebSocket; the parameter is removed before the
+//! request goes on. Nothing here is shared between nodes: any node serves any request.
+
+mod backend;
+mod forward;
+mod hop;
+mod mcp;
+mod query;
+mod sse_endpoint;
+mod websocket;
+
+pub(crate) use backend::BackendTable;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use http::header::{self, HeaderMap};
+use http::request::Parts;
+
+use aigw_cluster::KeyRecord;
+
+use crate::openai::{ApiError, Caller};
+use crate::state::AppState;
+use crate::usage::UsageRecord;
+use backend::Kind;
+
+/// The routes of the pass-through capabilities.
+pub(crate) fn routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for (kind, handler) in [
+        (Kind::Mcp, any(mcp::handle)),
+        (Kind::Agent, any(agent)),
+        (Kind::Sandbox, any(sandbox)),
+    ] {
+        let prefix = kind.prefix();
+        router = router
+            .route(&format!("{prefix}{{name}}"), handler.clone())
+            .route(&format!("{prefix}{{name}}/"), handler.clone())
+            .route(&format!("{prefix}{{name}}/{{*rest}}"), handler);
+    }
+    router
+}
+
+async fn agent(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    pass(&state, Kind::Agent, request).await
+}
+
+async fn sandbox(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    pass(&state, Kind::Sandbox, request).await
+}
+
+/// An agent or sandbox request: HTTP (SSE included) or a WebSocket upgrade, relayed as is.
+async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let target = Target::of(kind, &parts.uri)?;
+    let websocket = websocket::is_upgrade(&parts.headers);
+    let key = authenticate(state, &mut parts, websocket).await?;
+    let backends = state.passthrough.load_full();
+    let backend =
+        backends
+            .get(kind, &target.name)
+            .cloned()
+            .ok_or_else(|| ApiError::UnknownBackend {
+                what: kind.what(),
+                name: target.name.clone(),
+            })?;
+    let admission = admit_call(state, &key).await?;
+    let answer = if websocket {
+        let query = query::without(target.query.as_deref(), query::API_KEY);
+        let uri = backend.ws_uri(&target.rest, query.as_deref())?;
+        websocket::relay(state, parts, &backend, uri).await
+    } else {
+        let uri = backend.uri(&target.rest, target.query.as_deref())?;
+        let headers = hop::to_backend(&parts.headers, &backend);
+        forward::send(&backends.client, &backend, parts.method, uri, headers, body).await
+    };
+    finish(state, &key, kind, &target, admission, answer)
+}
+
+/// What a pass-through path names: the backend, and the rest of the path and the query that
+/// go to it.
+struct Target {
+    name: String,
+    /// Empty or starting with `/`, as the client wrote it (still percent-encoded).
+    rest: String,
+    query: Option<String>,
+}
+
+impl Target {
+    fn of(kind: Kind, uri: &http::Uri) -> Result<Self, ApiError> {
+        // The router only sends paths under the prefix here.
+        let after = uri
+            .path()
+            .strip_prefix(kind.prefix())
+            .ok_or(ApiError::Internal)?;
+        let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+        Ok(Self {
+            name: name.to_owned(),
+            rest: rest.to_owned(),
+            query: uri.query().map(str::to_owned),
+        })
+    }
+}
+
+/// The calling key, from `Authorization: Bearer`, or for a WebSocket upgrade without that
+/// header from the `api_key` query parameter.
+async fn authenticate(
+    state: &AppState,
+    parts: &mut Parts,
+    websocket: bool,
+) -> Result<KeyRecord, ApiError> {
+    if websocket && !parts.headers.contains_key(header::AUTHORIZATION) {
+        let secret = query::value(parts.uri.query(), query::API_KEY);
+        if let Some(value) = secret.as_deref().and_then(websocket::bearer) {
+            parts.headers.insert(header::AUTHORIZATION, value);
+        }
+    }
+    let Caller(key) = Caller::from_request_parts(parts, state).await?;
+    Ok(key)
+}
+
+/// Admits one call of `key` against its limits (none: always admitted). Pass-through calls
+/// count calls, never tokens.
+async fn admit_call(
+    state: &AppState,
+    key: &KeyRecord,
+) -> Result<Option<crate::quota::Admission>, ApiError> {
+    match state.quotas.get() {
+        Some(quotas) if !key.limits.is_empty() => Ok(Some(
+            quotas
+                .admit(key, crate::quota::tokens::Estimate::calls_only())
+                .await?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Logs the exchange, counts the call, and settles the admission once the backend answered
+/// (the call counts; a long stream or socket does not hold the key's concurrency).
+fn finish(
+    state: &AppState,
+    key: &KeyRecord,
+    kind: Kind,
+    target: &Target,
+    admission: Option<crate::quota::Admission>,
+    answer: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    let rate_headers: HeaderMap = admission
+        .as_ref()
+        .map(|a| a.headers().clone())
+        .unwrap_or_default();
+    if let Some(admission) = admission {
+        admission.settle(Some(crate::quota::tap::Usage::default()));
+    }
+    tracing::info!(
+        key = %key.id,
+        capability = kind.what(),
+        backend = %target.name,
+        status = answer.as_ref().map_or_else(|e| e.status(), |r| r.status()).as_u16(),
+        "pass-through request"
+    );
+    let mut response = answer?;
+    state
+        .usage
+        .record(&key.id, kind.capability(), &UsageRecord::default());
+    response.headers_mut().extend(rate_headers);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_the_name_then_the_rest_of_the_path_and_the_query() {
+        let uri: http::Uri = "/v1/mcp/fs/messages/?session_id=1".parse().unwrap();
+        let target = Target::of(Kind::Mcp, &uri).unwrap();
+        assert_eq!(
+            (target.name.as_str(), target.rest.as_str()),
+            ("fs", "/messages/")
+        );
+        assert_eq!(target.query.as_deref(), Some("session_id=1"));
+        let uri: http::Uri = "/v1/agent/coder".parse().unwrap();
+        let target = Target::of(Kind::Agent, &uri).unwrap();
+        assert_eq!((target.name.as_str(), target.rest.as_str()), ("coder", ""));
+        assert_eq!(target.query, None);
+    }
+}
