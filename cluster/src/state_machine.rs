@@ -216,12 +216,10 @@ impl StateMachineData {
                     .map(|(id, lease)| (budget.clone(), *id, lease.slice))
             })
             .collect();
+        let marks: std::collections::HashMap<u64, u64> = marks.iter().copied().collect();
         let mut count = 0;
         for (budget, id, slice) in mine {
-            let used = marks
-                .iter()
-                .find(|(lease, _)| *lease == id)
-                .map_or(slice, |(_, mark)| *mark);
+            let used = marks.get(&id).copied().unwrap_or(slice);
             count += u64::from(self.close_lease(&budget, id, used));
         }
         Outcome::LeasesClosed { count }

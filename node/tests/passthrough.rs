@@ -283,6 +283,26 @@ async fn http_passes_through_with_credentials_injected_and_hop_by_hop_headers_dr
     // The gateway's key appears nowhere in what the backend got.
     assert!(!echo.to_string().contains(KEY));
 
+    // Nor does it when a client also puts it in the query, whatever the encoding.
+    let response = client()
+        .get(url(
+            &f.node,
+            "/v1/agent/coder/runs?api%5Fkey=leak&a=1&api_key=leak",
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response).await["query"], "a=1");
+    // A path that would climb out of the backend's base path is refused.
+    let response = client()
+        .get(url(&f.node, "/v1/agent/coder/..%2f..%2fadmin"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(response, 400, "invalid_value").await;
+
     // Every method passes, and the bare name is the backend's URL itself.
     let response = client()
         .delete(url(&f.node, "/v1/sandboxes/files"))

@@ -76,12 +76,13 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
                 name: target.name.clone(),
             })?;
     let admission = admit_call(state, &key).await?;
+    // The gateway key never goes further, whichever way it came.
+    let query = query::without(target.query.as_deref(), query::API_KEY);
     let answer = if websocket {
-        let query = query::without(target.query.as_deref(), query::API_KEY);
         let uri = backend.ws_uri(&target.rest, query.as_deref())?;
         websocket::relay(state, parts, &backend, uri).await
     } else {
-        let uri = backend.uri(&target.rest, target.query.as_deref())?;
+        let uri = backend.uri(&target.rest, query.as_deref())?;
         let headers = hop::to_backend(&parts.headers, &backend);
         forward::send(&backends.client, &backend, parts.method, uri, headers, body).await
     };
@@ -105,6 +106,19 @@ impl Target {
             .strip_prefix(kind.prefix())
             .ok_or(ApiError::Internal)?;
         let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+        // The rest is appended to the backend's base path: no segment may climb out of it,
+        // however it is encoded.
+        for segment in rest.split('/') {
+            let decoded = query::percent_decode(segment);
+            if decoded == "." || decoded == ".." || decoded.contains(['/', '\\']) {
+                return Err(ApiError::InvalidParam {
+                    param: "path",
+                    message: format!(
+                        "The path segment {segment:?} is not allowed in a pass-through path."
+                    ),
+                });
+            }
+        }
         Ok(Self {
             name: name.to_owned(),
             rest: rest.to_owned(),
@@ -136,14 +150,7 @@ async fn admit_call(
     state: &AppState,
     key: &KeyRecord,
 ) -> Result<Option<crate::quota::Admission>, ApiError> {
-    match state.quotas.get() {
-        Some(quotas) if !key.limits.is_empty() => Ok(Some(
-            quotas
-                .admit(key, crate::quota::tokens::Estimate::calls_only())
-                .await?,
-        )),
-        _ => Ok(None),
-    }
+    crate::quota::admit(state, key, crate::quota::tokens::Estimate::calls_only).await
 }
 
 /// Logs the exchange, counts the call, and settles the admission once the backend answered
@@ -181,6 +188,29 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_path_segment_climbs_out_of_the_backends_base_path() {
+        for path in [
+            "/v1/agent/coder/../../admin",
+            "/v1/agent/coder/%2e%2E/admin",
+            "/v1/agent/coder/a/..%2f..%2fadmin",
+            "/v1/agent/coder/a%5c..",
+            "/v1/agent/coder/./x",
+        ] {
+            let uri: http::Uri = path.parse().unwrap();
+            let refused = Target::of(Kind::Agent, &uri);
+            assert!(
+                matches!(refused, Err(ApiError::InvalidParam { param: "path", .. })),
+                "{path}"
+            );
+        }
+        let uri: http::Uri = "/v1/agent/coder/runs/..x/%2e.b".parse().unwrap();
+        assert_eq!(
+            Target::of(Kind::Agent, &uri).unwrap().rest,
+            "/runs/..x/%2e.b"
+        );
+    }
 
     #[test]
     fn a_target_is_the_name_then_the_rest_of_the_path_and_the_query() {

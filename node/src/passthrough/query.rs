@@ -10,21 +10,22 @@ pub(super) fn value(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| percent_decode(n) == name)
         .map(|(_, v)| percent_decode(v))
 }
 
-/// The query without any `name` parameter; `None` when nothing is left.
+/// The query without any `name` parameter (however its name is encoded); `None` when nothing
+/// is left.
 pub(super) fn without(query: Option<&str>, name: &str) -> Option<String> {
     let kept: Vec<&str> = query?
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != name)
+        .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != name)
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// The query with the value of each parameter in `names` replaced by `rewrite(value)`;
-/// the first error stops it.
+/// The query with the value of each parameter in `names` (however its name is encoded)
+/// replaced by `rewrite(value)`; the first error stops it.
 pub(super) fn rewrite<E>(
     query: &str,
     names: &[&str],
@@ -33,7 +34,7 @@ pub(super) fn rewrite<E>(
     let mut out = Vec::new();
     for pair in query.split('&') {
         match pair.split_once('=') {
-            Some((name, value)) if names.contains(&name) => {
+            Some((name, value)) if names.contains(&percent_decode(name).as_str()) => {
                 out.push(format!("{name}={}", rewrite(value)?));
             }
             _ => out.push(pair.to_owned()),
@@ -42,7 +43,7 @@ pub(super) fn rewrite<E>(
     Ok(out.join("&"))
 }
 
-fn percent_decode(value: &str) -> String {
+pub(super) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -81,6 +82,20 @@ mod tests {
         assert_eq!(without(q, API_KEY).as_deref(), Some("a=1&b=%20"));
         assert_eq!(without(Some("api_key=x"), API_KEY), None);
         assert_eq!(without(None, API_KEY), None);
+        // An encoded name is the same name: it cannot slip past.
+        assert_eq!(
+            without(Some("api%5Fkey=x&a=1"), API_KEY).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            value(Some("api%5fkey=sk-y"), API_KEY).as_deref(),
+            Some("sk-y")
+        );
+        let rewritten: Result<String, ()> =
+            rewrite("session%5Fid=raw&b=2", &["session_id"], |_| {
+                Ok("signed".into())
+            });
+        assert_eq!(rewritten.unwrap(), "session%5Fid=signed&b=2");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! it comes: text, binary, ping, pong and close frames alike.
 //!
 //! When one side ends (a close frame, or its connection drops), the other direction gets
-//! [`CLOSE_GRACE`] to deliver the closing handshake, then both sockets are dropped, so a peer
-//! that vanishes without a close never leaves the relay hanging.
+//! [`CLOSE_GRACE`] to deliver the closing handshake, then both sockets are dropped. A relay
+//! with no frame either way for [`IDLE_TIMEOUT`] is closed too, so a peer that vanishes
+//! without a FIN (a dropped NAT entry, a dead laptop) never leaves it hanging. Messages are
+//! at most [`MAX_MESSAGE`] each way.
 
 use std::time::Duration;
 
@@ -29,6 +31,11 @@ use crate::state::AppState;
 
 /// How long the second direction may take to finish once the first has ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// A relay with no frame in either direction for this long is closed (clients that idle
+/// longer keep it open with pings, which count).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest message relayed, either way.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 type BackendSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -62,8 +69,14 @@ pub(super) async fn relay(
     request
         .headers_mut()
         .extend(handshake_headers(&parts.headers, backend));
-    let connected =
-        tokio::time::timeout(HEAD_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let config = ts::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let connected = tokio::time::timeout(
+        HEAD_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false),
+    )
+    .await;
     let (socket, response) = match connected {
         Ok(Ok(connected)) => connected,
         Ok(Err(error)) => {
@@ -86,7 +99,9 @@ pub(super) async fn relay(
             });
         }
     };
-    let mut upgrade = upgrade;
+    let mut upgrade = upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
     if let Some(protocol) = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -122,8 +137,12 @@ fn handshake_headers(client: &HeaderMap, backend: &Backend) -> HeaderMap {
 async fn relay_messages(client: WebSocket, backend: BackendSocket) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut backend_tx, mut backend_rx) = backend.split();
+    let last_frame = std::sync::Mutex::new(tokio::time::Instant::now());
+    let touch =
+        || *last_frame.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
     let upstream = async {
         while let Some(Ok(message)) = client_rx.next().await {
+            touch();
             let Some(message) = to_backend(message) else {
                 continue;
             };
@@ -136,6 +155,7 @@ async fn relay_messages(client: WebSocket, backend: BackendSocket) {
     };
     let downstream = async {
         while let Some(Ok(message)) = backend_rx.next().await {
+            touch();
             let Some(message) = to_client(message) else {
                 continue;
             };
@@ -146,6 +166,15 @@ async fn relay_messages(client: WebSocket, backend: BackendSocket) {
         }
         let _ = client_tx.close().await;
     };
+    let idle = async {
+        loop {
+            let deadline = *last_frame.lock().unwrap_or_else(|e| e.into_inner()) + IDLE_TIMEOUT;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
     tokio::pin!(upstream, downstream);
     tokio::select! {
         () = &mut upstream => {
@@ -154,6 +183,7 @@ async fn relay_messages(client: WebSocket, backend: BackendSocket) {
         () = &mut downstream => {
             let _ = tokio::time::timeout(CLOSE_GRACE, upstream).await;
         }
+        () = idle => tracing::debug!("closed an idle WebSocket relay"),
     }
 }
 

@@ -41,9 +41,13 @@ impl Marks {
         Ok(marks)
     }
 
-    /// Persists `mark` for `lease` (durably: the write is fsynced before this returns).
+    /// Persists `mark` for `lease` (durably: the write is fsynced before this returns). Marks
+    /// only rise: two raises that commit out of order leave the higher one.
     pub fn set(&self, lease: u64, mark: u64) -> Result<(), String> {
-        self.write(|table| table.insert(lease, mark).map(drop))
+        self.write(|table| {
+            let higher = table.get(lease)?.map(|m| m.value()).unwrap_or(0).max(mark);
+            table.insert(lease, higher).map(drop)
+        })
     }
 
     /// Forgets the marks of closed leases.
@@ -82,6 +86,7 @@ mod tests {
             assert_eq!(marks.all().unwrap(), vec![]);
             marks.set(7, 10).unwrap();
             marks.set(7, 20).unwrap();
+            marks.set(7, 15).unwrap(); // a raise that committed late
             marks.set(9, 5).unwrap();
         }
         let marks = Marks::open(&path).unwrap();

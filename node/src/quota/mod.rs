@@ -134,7 +134,7 @@ fn slot_index(dimension: Dimension) -> usize {
 fn cost(dimension: Dimension, estimate: Estimate) -> u64 {
     match dimension {
         Dimension::Calls => 1,
-        Dimension::Tokens => estimate.input + estimate.output,
+        Dimension::Tokens => estimate.input.saturating_add(estimate.output),
         Dimension::InputTokens => estimate.input,
         Dimension::OutputTokens => estimate.output,
     }
@@ -143,7 +143,7 @@ fn cost(dimension: Dimension, estimate: Estimate) -> u64 {
 fn actual(dimension: Dimension, usage: Usage) -> u64 {
     match dimension {
         Dimension::Calls => 1,
-        Dimension::Tokens => usage.input + usage.output,
+        Dimension::Tokens => usage.input.saturating_add(usage.output),
         Dimension::InputTokens => usage.input,
         Dimension::OutputTokens => usage.output,
     }
@@ -207,11 +207,11 @@ impl Admission {
                     .expect("quota lock");
                 if let Some(lease) = held.as_mut().filter(|l| l.id == r.lease) {
                     // Above the reservation is a debt the slice pays before the next admission.
-                    lease.used = (lease.used + used).saturating_sub(r.cost);
+                    lease.used = lease.used.saturating_add(used).saturating_sub(r.cost);
                 }
             }
             if self.tpm_taken > 0.0 {
-                let used = (usage.input + usage.output) as f64;
+                let used = usage.input.saturating_add(usage.output) as f64;
                 let mut rates = quota.rate.lock().expect("quota lock");
                 if let Some((_, bucket)) = rates.tpm.as_mut() {
                     bucket.adjust(self.tpm_taken - used, Instant::now());
@@ -377,7 +377,10 @@ impl Quotas {
                 ));
             }
         };
-        let tokens = (admission.estimate.input + admission.estimate.output) as f64;
+        let tokens = admission
+            .estimate
+            .input
+            .saturating_add(admission.estimate.output) as f64;
         if let Some(rpm) = key.limits.rpm {
             sized(&mut rates.rpm, rpm);
             let (_, bucket) = rates.rpm.as_mut().expect("sized above");
@@ -456,9 +459,10 @@ impl Quotas {
             let mut held = slot.held.lock().expect("quota lock");
             match held.as_mut() {
                 Some(lease)
-                    if lease.budget.period == period && lease.used + units <= lease.slice =>
+                    if lease.budget.period == period
+                        && lease.used.saturating_add(units) <= lease.slice =>
                 {
-                    if lease.used + units > lease.mark {
+                    if lease.used.saturating_add(units) > lease.mark {
                         return Held::NeedsMark;
                     }
                     lease.used += units;
@@ -528,7 +532,7 @@ impl Quotas {
                     self.forget_marks(vec![old]);
                 }
                 let mut held = HeldLease::new(lease, budget_key, granted, units);
-                let mark = (units + mark_step(granted)).min(granted);
+                let mark = units.saturating_add(mark_step(granted)).min(granted);
                 // Without a mark the lease counts as fully used after a crash: safe, so a
                 // failed write only costs what a crash would strand.
                 match self.persist(lease, mark).await {
@@ -584,13 +588,13 @@ impl Quotas {
     /// Raises the held lease's mark so that `units` more fit, and waits for it: an admission
     /// that caught up with the mark.
     async fn raise_now(&self, slot: &Slot, units: u64) -> Result<(), ApiError> {
-        let Some((lease, mark)) = slot
-            .held
-            .lock()
-            .expect("quota lock")
-            .as_ref()
-            .map(|l| (l.id, (l.used + units + mark_step(l.slice)).min(l.slice)))
-        else {
+        let Some((lease, mark)) = slot.held.lock().expect("quota lock").as_ref().map(|l| {
+            let mark = l
+                .used
+                .saturating_add(units)
+                .saturating_add(mark_step(l.slice));
+            (l.id, mark.min(l.slice))
+        }) else {
             return Ok(());
         };
         self.persist(lease, mark)
@@ -658,7 +662,11 @@ impl Quotas {
     /// lease without one counts as fully used), retrying until the cluster takes it. Until
     /// then no lease is granted.
     pub async fn close_leases_from_before(&self) {
-        let marks = match self.marks.all() {
+        let store = Arc::clone(&self.marks);
+        let read = tokio::task::spawn_blocking(move || store.all())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let marks = match read {
             Ok(marks) => marks,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the quota lease marks; every lease this node held counts as fully used");
@@ -683,12 +691,7 @@ impl Quotas {
                             "closed the quota leases this node held before it restarted"
                         );
                     }
-                    if let Err(error) = self
-                        .marks
-                        .remove(&marks.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                    {
-                        tracing::warn!(%error, "cannot forget closed quota lease marks");
-                    }
+                    self.forget_marks(marks.iter().map(|(id, _)| *id).collect());
                     break;
                 }
                 Err(error) => {
@@ -730,7 +733,9 @@ impl Quotas {
             Ok(results) => {
                 let closed: Vec<u64> = results.into_iter().filter_map(Result::ok).collect();
                 tracing::info!(count = closed.len(), "gave this node's quota leases back");
-                if let Err(error) = self.marks.remove(&closed) {
+                let marks = Arc::clone(&self.marks);
+                let forgotten = tokio::task::spawn_blocking(move || marks.remove(&closed)).await;
+                if let Ok(Err(error)) = forgotten {
                     tracing::warn!(%error, "cannot forget closed quota lease marks");
                 }
             }

@@ -20,6 +20,10 @@ use super::tokens::TokenCounting;
 /// How much of each end of a non-stream body is kept to find its `usage` (OpenAI puts it
 /// last, some servers first): the body itself is never held.
 const WINDOW: usize = 16 * 1024;
+/// An event longer than this is not an OpenAI chunk: the rest of the stream passes unread.
+const MAX_EVENT: usize = 1024 * 1024;
+/// Streamed text kept for counting when no usage arrives; beyond it, 4 bytes count a token.
+const MAX_TEXT: usize = 256 * 1024;
 
 /// Tokens the upstream reports (or the gateway counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,6 +93,12 @@ pub(crate) struct UsageTap {
     tail: BytesMut,
     usage: Option<Usage>,
     streamed_text: String,
+    /// Tokens estimated for text beyond `MAX_TEXT`.
+    text_overflow: u64,
+    /// Bytes at the start of `partial` known to hold no event end.
+    scanned: usize,
+    /// An event outgrew `MAX_EVENT`: the stream is relayed unread and its usage is unknown.
+    opaque: bool,
     /// Counts the streamed text when no usage arrives; the input is then the estimate's.
     counting: TokenCounting,
     estimated_input: u64,
@@ -115,6 +125,9 @@ impl UsageTap {
             tail: BytesMut::new(),
             usage: None,
             streamed_text: String::new(),
+            text_overflow: 0,
+            scanned: 0,
+            opaque: false,
             counting: options.counting,
             estimated_input: options.estimated_input,
             settle: Some(settle),
@@ -124,8 +137,9 @@ impl UsageTap {
     /// Looks at complete events in `partial`, returns the bytes to relay.
     fn relay_events(&mut self) -> Bytes {
         let mut out = BytesMut::new();
-        while let Some(end) = find_event_end(&self.partial) {
-            let event = self.partial.split_to(end);
+        while let Some(end) = find_event_end(&self.partial[self.scanned..]) {
+            let event = self.partial.split_to(self.scanned + end);
+            self.scanned = 0;
             let mut keep = true;
             for line in event[..].split(|b| *b == b'\n') {
                 let Some(data) = line.strip_prefix(b"data:") else {
@@ -136,7 +150,11 @@ impl UsageTap {
                 };
                 for choice in chunk.choices.iter().flatten() {
                     if let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
-                        self.streamed_text.push_str(text);
+                        if self.streamed_text.len() + text.len() <= MAX_TEXT {
+                            self.streamed_text.push_str(text);
+                        } else {
+                            self.text_overflow += text.len() as u64 / 4;
+                        }
                     }
                 }
                 if let Some(usage) = chunk.usage {
@@ -151,11 +169,17 @@ impl UsageTap {
                 out.extend_from_slice(&event);
             }
         }
+        // The next search starts where this one ended (less a separator's length).
+        self.scanned = self.partial.len().saturating_sub(3);
+        if self.partial.len() > MAX_EVENT {
+            self.opaque = true;
+            out.extend_from_slice(&self.partial.split());
+        }
         out.freeze()
     }
 
     fn finish(&mut self) {
-        if self.event_stream && !self.partial.is_empty() {
+        if self.event_stream && !self.opaque && !self.partial.is_empty() {
             // A last event without its blank line: relay nothing more, but read it.
             self.partial.extend_from_slice(b"\n\n");
             let _ = self.relay_events();
@@ -165,9 +189,9 @@ impl UsageTap {
         }
         if let Some(settle) = self.settle.take() {
             let usage = self.usage.or_else(|| {
-                (!self.streamed_text.is_empty()).then(|| Usage {
+                (!self.opaque && !self.streamed_text.is_empty()).then(|| Usage {
                     input: self.estimated_input,
-                    output: self.counting.count(&self.streamed_text),
+                    output: self.counting.count(&self.streamed_text) + self.text_overflow,
                     cached: 0,
                 })
             });
@@ -234,7 +258,7 @@ impl http_body::Body for UsageTap {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if this.event_stream {
+                    if this.event_stream && !this.opaque {
                         this.partial.extend_from_slice(&data);
                         let out = this.relay_events();
                         if out.is_empty() {
@@ -242,7 +266,9 @@ impl http_body::Body for UsageTap {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
-                    this.keep(&data);
+                    if !this.event_stream {
+                        this.keep(&data);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -356,6 +382,36 @@ mod tests {
             let usage = usage_in(&tap.tail).or_else(|| usage_in(&tap.head)).unwrap();
             assert_eq!((usage.input, usage.output), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_without_end_passes_through_unread_and_unbounded_memory_is_never_kept() {
+        let long = format!("data: {}", "x".repeat(MAX_EVENT + 10));
+        let body =
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"Hi\"}}}}]}}\n\n{long}");
+        let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = body
+            .as_bytes()
+            .chunks(4096)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner = Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            chunks,
+        )));
+        let seen = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&seen);
+        let tap = UsageTap::new(
+            inner,
+            TapOptions {
+                event_stream: true,
+                strip_usage_chunk: true,
+                counting: TokenCounting::default(),
+                estimated_input: 0,
+            },
+            Box::new(move |u| *slot.lock().unwrap() = Some(u)),
+        );
+        let out = Body::new(tap).collect().await.unwrap().to_bytes();
+        assert_eq!(out.len(), body.len(), "every byte is relayed");
+        assert_eq!(seen.lock().unwrap().take(), Some(None), "usage unknown");
     }
 
     #[tokio::test]

@@ -191,6 +191,7 @@ fn content_tokens(content: &RawValue, counting: &TokenCounting) -> u64 {
 pub(crate) fn warm_up(encodings: impl IntoIterator<Item = TokenEncoding>) {
     let mut encodings: Vec<TokenEncoding> = encodings.into_iter().collect();
     encodings.push(TokenEncoding::Cl100kBase);
+    encodings.sort_by_key(|e| e.as_str());
     encodings.dedup();
     tokio::task::spawn_blocking(move || {
         for encoding in encodings {
