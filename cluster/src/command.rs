@@ -70,6 +70,26 @@ pub enum Command {
     },
 }
 
+/// One write as it goes through Raft: the command and the id of the write. A writer that gets
+/// no answer (its leader died, a forward timed out) sends the same proposal again; if an
+/// earlier copy was committed, the state machine answers the copy with the first outcome
+/// instead of applying it twice (a create would otherwise answer 409 for the key it made).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: u128,
+    pub command: Command,
+}
+
+impl Proposal {
+    /// A new write of `command`, with a random id.
+    pub fn new(command: Command) -> Self {
+        Self {
+            id: rand::random(),
+            command,
+        }
+    }
+}
+
 /// What applying a command did; returned to the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {

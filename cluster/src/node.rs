@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::command::{Command, Outcome, Rejection};
+use crate::command::{Command, Outcome, Proposal, Rejection};
 use crate::gossip::{Advertised, Gossip, GossipMember};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{LogStore, Network, Node, NodeId, PeerClient, Raft, StateStore};
@@ -351,6 +351,7 @@ impl ClusterNode {
     /// Whenever this node leads a cluster that has not been bootstrapped, it applies its
     /// `[bootstrap]`. The state machine ignores every copy after the first.
     async fn bootstrap_when_leader(self, bootstrap: Command) {
+        let bootstrap = Proposal::new(bootstrap);
         let mut metrics = self.inner.raft.metrics();
         loop {
             let is_leader = metrics.borrow().state == ServerState::Leader;
@@ -407,8 +408,11 @@ impl ClusterNode {
     }
 
     async fn write_until_done(&self, command: Command) -> Outcome {
+        // One id for every attempt: a copy that commits after an earlier one is answered
+        // with the earlier outcome, not applied again.
+        let proposal = Proposal::new(command);
         loop {
-            match self.inner.raft.client_write(command.clone()).await {
+            match self.inner.raft.client_write(proposal.clone()).await {
                 Ok(response) => return response.data,
                 Err(e) => match e.forward_to_leader::<Node>() {
                     Some(forward) => {
@@ -419,7 +423,7 @@ impl ClusterNode {
                                 .call(
                                     &leader.addr,
                                     "/cluster/write",
-                                    &command,
+                                    &proposal,
                                     self.inner.timing.write_timeout,
                                 )
                                 .await;

@@ -13,7 +13,7 @@ use axum::routing::post;
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Outcome};
+use crate::command::{Outcome, Proposal};
 use crate::raft::network::CLUSTER_HEADER;
 use crate::raft::{Node, NodeId, Raft, decode, encode};
 
@@ -107,11 +107,11 @@ async fn snapshot(State(s): State<RpcState>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn write(State(s): State<RpcState>, headers: HeaderMap, body: Bytes) -> Response {
-    let command: Command = match accept(&s, &headers, &body) {
-        Ok(command) => command,
+    let proposal: Proposal = match accept(&s, &headers, &body) {
+        Ok(proposal) => proposal,
         Err(refusal) => return refusal.into_response(),
     };
-    let result: Result<Outcome, ForwardError> = match s.raft.client_write(command).await {
+    let result: Result<Outcome, ForwardError> = match s.raft.client_write(proposal).await {
         Ok(response) => Ok(response.data),
         Err(e) if e.forward_to_leader::<Node>().is_some() => Err(ForwardError::NotLeader),
         Err(e) => Err(ForwardError::Failed(e.to_string())),

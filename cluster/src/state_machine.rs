@@ -10,7 +10,7 @@ use imbl::{HashMap, OrdMap};
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{BudgetKey, Command, Outcome, Rejection};
+use crate::command::{BudgetKey, Command, Outcome, Proposal, Rejection};
 use crate::model::{KeyId, KeyRecord, KeySecretHash, SettingsDoc};
 use crate::raft::{Node, NodeId};
 
@@ -23,7 +23,15 @@ pub(crate) struct StateMachineData {
     pub by_hash: HashMap<KeySecretHash, KeyId>,
     pub settings: SettingsDoc,
     pub budgets: OrdMap<BudgetKey, BudgetState>,
+    /// The outcomes of the last [`RECENT_PROPOSALS`] proposals, by id, and their ids oldest
+    /// first: a proposal sent again after its first copy committed gets the first outcome.
+    pub recent: HashMap<u128, Outcome>,
+    pub recent_order: imbl::Vector<u128>,
 }
+
+/// How many proposals are remembered for retries: far more than a node writes within one
+/// write timeout.
+const RECENT_PROPOSALS: usize = 4096;
 
 /// The replicated ledger of one period budget.
 ///
@@ -52,6 +60,23 @@ impl BudgetState {
 }
 
 impl StateMachineData {
+    /// Applies the proposal of log entry `index`, once: a copy of a proposal applied before
+    /// answers the first outcome and changes nothing.
+    pub fn apply_proposal(&mut self, index: u64, proposal: Proposal) -> Outcome {
+        if let Some(outcome) = self.recent.get(&proposal.id) {
+            return outcome.clone();
+        }
+        let outcome = self.apply(index, proposal.command);
+        self.recent.insert(proposal.id, outcome.clone());
+        self.recent_order.push_back(proposal.id);
+        while self.recent_order.len() > RECENT_PROPOSALS {
+            if let Some(oldest) = self.recent_order.pop_front() {
+                self.recent.remove(&oldest);
+            }
+        }
+        outcome
+    }
+
     /// Applies the command of log entry `index`.
     pub fn apply(&mut self, index: u64, command: Command) -> Outcome {
         match command {
@@ -469,6 +494,37 @@ mod tests {
         );
         let state = &sm.budgets[&calls("key_q", 7)];
         assert_eq!((state.available, state.closed_used), (0, 100));
+    }
+
+    #[test]
+    fn a_proposal_sent_again_is_answered_with_its_first_outcome_and_applied_once() {
+        let mut sm = StateMachineData::default();
+        let create = Proposal::new(Command::CreateKey {
+            key: budgeted("key_r", "sk-retried-1", 100),
+        });
+        let first = sm.apply_proposal(1, create.clone());
+        assert!(matches!(first, Outcome::Key(_)), "{first:?}");
+        // The writer heard nothing and sent it again: same answer, no 409.
+        assert_eq!(sm.apply_proposal(2, create), first);
+        // Another write of the same secret is a different proposal, and a conflict.
+        let other = sm.apply_proposal(
+            3,
+            Proposal::new(Command::CreateKey {
+                key: budgeted("key_s", "sk-retried-1", 100),
+            }),
+        );
+        assert!(matches!(other, Outcome::Rejected(_)), "{other:?}");
+        // Old ids are forgotten after enough newer proposals.
+        for i in 0..RECENT_PROPOSALS as u64 + 1 {
+            sm.apply_proposal(
+                10 + i,
+                Proposal::new(Command::DeleteKey {
+                    id: KeyId::parse("key_none").unwrap(),
+                }),
+            );
+        }
+        assert_eq!(sm.recent.len(), RECENT_PROPOSALS);
+        assert_eq!(sm.recent_order.len(), RECENT_PROPOSALS);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub(crate) mod store;
 
 use std::io::Cursor;
 
-use crate::command::{Command, Outcome};
+use crate::command::{Outcome, Proposal};
 
 pub(crate) use log_store::LogStore;
 pub(crate) use network::{Network, PeerClient};
@@ -21,7 +21,7 @@ pub type Node = openraft::BasicNode;
 openraft::declare_raft_types!(
     /// aigw's Raft types: commands in, outcomes out, snapshots as bytes.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Outcome,
         NodeId = NodeId,
         Node = Node,

@@ -128,7 +128,9 @@ impl RaftStateMachine<TypeConfig> for StateStore {
             self.data.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(command) => self.data.apply(entry.log_id.index, command),
+                EntryPayload::Normal(proposal) => {
+                    self.data.apply_proposal(entry.log_id.index, proposal)
+                }
                 EntryPayload::Membership(membership) => {
                     self.data.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership);

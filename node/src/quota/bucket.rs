@@ -18,14 +18,33 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    pub fn new(share_per_minute: f64, now: Instant) -> Self {
+    /// A full bucket, or, on a node that restarted at `restarted`, one holding only what it
+    /// would have refilled since: a node killed with an empty bucket must not come back with
+    /// a fresh burst inside the same minute.
+    pub fn new(share_per_minute: f64, now: Instant, restarted: Option<Instant>) -> Self {
         let capacity = (share_per_minute / 6.0).max(1.0_f64.min(share_per_minute));
+        let level = match restarted {
+            Some(at) => {
+                let up = now.saturating_duration_since(at).as_secs_f64();
+                (up * share_per_minute / 60.0).min(capacity)
+            }
+            None => capacity,
+        };
         Self {
             share: share_per_minute,
             capacity,
-            level: capacity,
+            level,
             updated: now,
         }
+    }
+
+    /// This bucket for a new share (the limit or the number of voters changed): it keeps its
+    /// level, within the new capacity, so a change never hands out a fresh burst.
+    pub fn resized(&mut self, share_per_minute: f64, now: Instant) -> Self {
+        self.refill(now);
+        let mut bucket = Self::new(share_per_minute, now, None);
+        bucket.level = bucket.level.min(self.level);
+        bucket
     }
 
     fn refill(&mut self, now: Instant) {
@@ -81,7 +100,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_share_of_60_per_minute_admits_a_burst_of_10_then_one_per_second() {
         let start = Instant::now();
-        let mut bucket = Bucket::new(60.0, start);
+        let mut bucket = Bucket::new(60.0, start, None);
         let burst = (0..100).take_while(|_| bucket.try_take(1.0, start)).count();
         assert_eq!(burst, 10);
         assert_eq!(bucket.wait_for(1.0, start), Duration::from_secs(1));
@@ -93,7 +112,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn over_a_minute_admissions_stay_within_share_plus_burst() {
-        let mut bucket = Bucket::new(600.0, Instant::now());
+        let mut bucket = Bucket::new(600.0, Instant::now(), None);
         let mut admitted = 0;
         for _ in 0..6000 {
             if bucket.try_take(1.0, Instant::now()) {
@@ -106,9 +125,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_restarted_node_refills_from_empty_and_a_resize_keeps_the_level() {
+        let restarted = Instant::now();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let now = Instant::now();
+        let mut bucket = Bucket::new(60.0, now, Some(restarted));
+        let burst = (0..100).take_while(|_| bucket.try_take(1.0, now)).count();
+        assert_eq!(burst, 3, "3 s of refill, not the 10-unit burst");
+        // A bigger share (a voter left) keeps the empty level.
+        let mut bigger = bucket.resized(120.0, now);
+        assert!(!bigger.try_take(1.0, now));
+        // A fresh start long after the restart is full again.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let full = Bucket::new(60.0, Instant::now(), Some(restarted));
+        assert_eq!(full.level, full.capacity);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_debt_delays_the_next_admission() {
         let now = Instant::now();
-        let mut bucket = Bucket::new(60.0, now);
+        let mut bucket = Bucket::new(60.0, now, None);
         assert!(bucket.try_take(10.0, now));
         bucket.adjust(-5.0, now);
         assert!(!bucket.try_take(1.0, now));

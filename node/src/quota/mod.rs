@@ -58,6 +58,9 @@ pub(crate) struct Quotas {
     node: NodeId,
     keys: DashMap<KeyId, Arc<KeyQuota>>,
     marks: Arc<Marks>,
+    /// When this node started, if it ran before (its marks file existed): its rate buckets
+    /// then start from what they would have refilled since.
+    restarted: Option<Instant>,
     /// True once the leases this node held before it (re)started are closed. No lease is
     /// granted before, so that closing never catches a lease granted since.
     settled: tokio::sync::watch::Sender<bool>,
@@ -288,11 +291,13 @@ fn refuse(error: ApiError, headers: HeaderMap) -> ApiError {
 impl Quotas {
     /// `marks`: the file that keeps the used-count marks of this node's leases.
     pub fn new(cluster: ClusterNode, marks: &std::path::Path) -> Result<Self, String> {
+        let restarted = marks.exists().then(Instant::now);
         Ok(Self {
             node: cluster.id(),
             cluster,
             keys: DashMap::new(),
             marks: Arc::new(Marks::open(marks)?),
+            restarted,
             settled: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -366,15 +371,13 @@ impl Quotas {
     ) -> Result<(), ApiError> {
         let now = Instant::now();
         let mut rates = quota.rate.lock().expect("quota lock");
+        let restarted = self.restarted;
         let sized = |slot: &mut Option<((u64, usize), Bucket)>, limit: u64| {
-            if slot
-                .as_ref()
-                .is_none_or(|(sized, _)| *sized != (limit, voters))
-            {
-                *slot = Some((
-                    (limit, voters),
-                    Bucket::new(limit as f64 / voters as f64, now),
-                ));
+            let share = limit as f64 / voters as f64;
+            match slot {
+                Some((sized, _)) if *sized == (limit, voters) => {}
+                Some((_, bucket)) => *slot = Some(((limit, voters), bucket.resized(share, now))),
+                None => *slot = Some(((limit, voters), Bucket::new(share, now, restarted))),
             }
         };
         let tokens = admission
