@@ -32,6 +32,9 @@ pub enum OpKind {
     Delete,
     /// `POST /v1/chat/completions` (failover workload).
     Chat,
+    /// `POST /v1/chat/completions` with a key that has limits (quota workload); `name` is the
+    /// key's name, `usage` what the response reported.
+    Spend,
 }
 
 /// Which side of a partition the node an operation went to was on when it was invoked.
@@ -78,6 +81,22 @@ pub struct Op {
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Spend: the `usage` of an admitted (2xx) response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Token counts from a response's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
 }
 
 impl Op {

@@ -10,9 +10,9 @@ use super::workload::WorkloadKind;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Profile {
-    /// 3 nodes, keys+failover, partition+kill+pause+upstream, 60 s (about 100 s in all).
+    /// 3 nodes, keys+failover+quota, partition+kill+pause+upstream, 60 s (about 100 s in all).
     Ci,
-    /// 3 nodes, keys+failover, every nemesis, 600 s.
+    /// 3 nodes, keys+failover+quota, every nemesis, 600 s.
     Long,
 }
 
@@ -29,7 +29,7 @@ pub struct Options {
     /// Nodes, on 127.0.0.11, .12, ... (1..=9).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Comma-separated: keys, failover (quota: not yet).
+    /// Comma-separated: keys, failover, quota.
     #[arg(long)]
     pub workload: Option<String>,
     /// Comma-separated: partition, kill, pause, upstream; or `all`, or `none`.
@@ -50,6 +50,11 @@ pub struct Options {
     /// The `aigw-mock` binary (default: next to this executable).
     #[arg(long)]
     pub aigw_mock: Option<PathBuf>,
+    /// Where `aigw` and `aigw-mock` are when not given one by one (default: this executable's
+    /// directory). Copy the binaries to a private directory for a long run, so a rebuild
+    /// meanwhile does not change what a restarted node runs.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
     /// Ports: API base+80, admin base+81, cluster base+1 on each node; mocks base+101.. on
     /// 127.0.0.1.
     #[arg(long, default_value_t = 17000)]
@@ -75,8 +80,13 @@ pub struct Resolved {
 impl Options {
     pub fn resolve(&self) -> Result<Resolved, String> {
         let (nodes, workload, nemesis, time) = match self.profile {
-            Some(Profile::Long) => (3, "keys,failover", "all", 600),
-            _ => (3, "keys,failover", "partition,kill,pause,upstream", 60),
+            Some(Profile::Long) => (3, "keys,failover,quota", "all", 600),
+            _ => (
+                3,
+                "keys,failover,quota",
+                "partition,kill,pause,upstream",
+                60,
+            ),
         };
         let nodes = self.nodes.unwrap_or(nodes);
         if !(1..=9).contains(&nodes) {
@@ -125,5 +135,31 @@ impl Options {
             time_limit: Duration::from_secs(time_limit),
             seed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_profiles_run_every_workload_and_a_list_may_name_quota() {
+        for profile in ["ci", "long"] {
+            let o = Options::parse_from(["aigw-jepsen", "--profile", profile, "--seed", "7"]);
+            let r = o.resolve().unwrap();
+            assert_eq!(
+                r.workloads,
+                [
+                    WorkloadKind::Keys,
+                    WorkloadKind::Failover,
+                    WorkloadKind::Quota
+                ]
+            );
+        }
+        let o = Options::parse_from(["aigw-jepsen", "--workload", "quota", "--bin-dir", "/x"]);
+        assert_eq!(o.resolve().unwrap().workloads, [WorkloadKind::Quota]);
+        assert_eq!(o.bin_dir.as_deref(), Some(std::path::Path::new("/x")));
+        let o = Options::parse_from(["aigw-jepsen", "--workload", "quotas"]);
+        assert!(o.resolve().unwrap_err().contains("unknown workload"));
     }
 }

@@ -18,8 +18,14 @@ use anyhow::{Context, bail};
 pub const ADMIN_TOKEN: &str = "jepsen-admin-token";
 /// The chat key bootstrapped into every run's cluster.
 pub const CHAT_SECRET: &str = "sk-jepsen-chat-key";
-/// How many mocks sit behind the one model.
+/// How many mocks sit behind the one model (`chat-default`); the upstream nemesis faults these.
 pub const MOCKS: usize = 2;
+/// The index of the quota workload's own mock (`mock-q`, behind the model `quota-model`),
+/// after the faulted ones. No nemesis touches it, so its per-key counts of what reached it
+/// (`GET /mock/stats`, `by_user`) last the whole run and the gateway never fails over from it.
+pub const QUOTA_MOCK: usize = MOCKS;
+/// The model the quota workload's keys may use.
+pub const QUOTA_MODEL: &str = "quota-model";
 
 /// Where everything listens.
 #[derive(Debug, Clone)]
@@ -46,6 +52,9 @@ impl Layout {
         format!("127.0.0.1:{}", self.port_base + 101 + mock as u16)
     }
     pub fn mock_name(mock: usize) -> String {
+        if mock == QUOTA_MOCK {
+            return "mock-q".into();
+        }
         format!("mock-{}", (b'a' + mock as u8) as char)
     }
 
@@ -82,7 +91,7 @@ token = "{token}"
             members = members.join(", "),
             token = ADMIN_TOKEN,
         );
-        for mock in 0..MOCKS {
+        for mock in 0..=QUOTA_MOCK {
             toml.push_str(&format!(
                 r#"
 [[bootstrap.upstreams]]
@@ -110,11 +119,16 @@ health = {{ interval = "1s", timeout = "500ms" }}
 name = "chat-default"
 targets = [{targets}]
 
+[[bootstrap.models]]
+name = "{QUOTA_MODEL}"
+targets = [{{ upstream = "{quota}", model = "mock-model" }}]
+
 [[bootstrap.keys]]
 name = "jepsen-chat"
 secret = "{CHAT_SECRET}"
 "#,
-            targets = targets.join(", ")
+            targets = targets.join(", "),
+            quota = Self::mock_name(QUOTA_MOCK),
         ));
         toml
     }
@@ -128,10 +142,20 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// From the flags, else next to this executable.
-    pub fn locate(aigw: Option<PathBuf>, mock: Option<PathBuf>) -> anyhow::Result<Self> {
-        let me = std::env::current_exe().context("finding this executable")?;
-        let dir = me.parent().context("this executable has no directory")?;
+    /// From the flags, else in `bin_dir`, else next to this executable.
+    pub fn locate(
+        aigw: Option<PathBuf>,
+        mock: Option<PathBuf>,
+        bin_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let dir = match bin_dir {
+            Some(dir) => dir,
+            None => std::env::current_exe()
+                .context("finding this executable")?
+                .parent()
+                .context("this executable has no directory")?
+                .to_path_buf(),
+        };
         let find = |given: Option<PathBuf>, name: &str| -> anyhow::Result<PathBuf> {
             let path = given.unwrap_or_else(|| dir.join(name));
             if !path.is_file() {
@@ -259,7 +283,7 @@ impl Processes {
                 paused: false,
             });
         }
-        let mocks = (0..MOCKS)
+        let mocks = (0..=QUOTA_MOCK)
             .map(|m| Proc {
                 name: Layout::mock_name(m),
                 program: bins.mock.clone(),

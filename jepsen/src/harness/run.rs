@@ -11,6 +11,7 @@ use http::Method;
 use tokio::time::Instant;
 
 use super::checker::keys::check_keys;
+use super::checker::quota::{QuotaInputs, check_quota};
 use super::context::{Ctx, RunContext};
 use super::history::{History, write_jsonl};
 use super::http::HttpClient;
@@ -19,7 +20,7 @@ use super::options::{Options, Resolved};
 use super::procs::{ADMIN_TOKEN, Binaries, Layout, MOCKS, Processes};
 use super::schedule::{self, NemesisKind, ScheduleShape};
 use super::summary::{self, Inputs, Summary};
-use super::workload::{WorkloadKind, failover, keys};
+use super::workload::{WorkloadKind, failover, keys, quota};
 
 /// How long the cluster may take to form, or to recover after the heal.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -40,14 +41,7 @@ fn schedule_shape(r: &Resolved) -> ScheduleShape {
 }
 
 fn replay_command(r: &Resolved) -> String {
-    let workloads: Vec<&str> = r
-        .workloads
-        .iter()
-        .map(|w| match w {
-            WorkloadKind::Keys => "keys",
-            WorkloadKind::Failover => "failover",
-        })
-        .collect();
+    let workloads: Vec<&str> = r.workloads.iter().map(|w| w.name()).collect();
     let nemeses: Vec<String> = r
         .nemeses
         .iter()
@@ -86,7 +80,11 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     if resolved.nemeses.contains(&NemesisKind::Partition) {
         net::check_available()?;
     }
-    let bins = Binaries::locate(options.aigw.clone(), options.aigw_mock.clone())?;
+    let bins = Binaries::locate(
+        options.aigw.clone(),
+        options.aigw_mock.clone(),
+        options.bin_dir.clone(),
+    )?;
     let out = options
         .out
         .clone()
@@ -125,12 +123,44 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         .await
         .context("the cluster did not form")?;
 
+    // The history's clock starts here; the load (and the schedule's clock) after the quota
+    // workload's fault-free phase, if any.
+    let history = History::new(Instant::now());
+    let quota_on = resolved.workloads.contains(&WorkloadKind::Quota);
+    let quota_state = if quota_on {
+        let state = quota::setup(&http, &layout, resolved.seed, resolved.time_limit)
+            .await
+            .context("creating the quota workload's keys")?;
+        println!(
+            "aigw-jepsen: {} quota keys; spending `{}` to the end without faults",
+            state.keys.len(),
+            state
+                .keys
+                .iter()
+                .find(|k| k.spec.role == super::checker::quota::Role::Exact)
+                .map(|k| k.spec.name.as_str())
+                .unwrap_or_default()
+        );
+        let took =
+            quota::exact_phase(&http, &layout, &history, &state, options.clients_per_node).await;
+        println!(
+            "aigw-jepsen: fault-free quota phase took {} ms",
+            took.as_millis()
+        );
+        Some(Arc::new(state))
+    } else {
+        None
+    };
     let start = Instant::now();
+    let load_start_ms = history.now_us() / 1000;
+    if let Some(state) = &quota_state {
+        state.set_load_start(start);
+    }
     let ctx: Ctx = Arc::new(RunContext {
         layout: layout.clone(),
         seed: resolved.seed,
         http: http.clone(),
-        history: History::new(start),
+        history,
         procs: tokio::sync::Mutex::new(procs),
         firewall,
         cut: Mutex::default(),
@@ -162,6 +192,15 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
             }
             if failover_on {
                 tasks.push(tokio::spawn(failover::client(ctx.clone(), process, node)));
+                process += 1;
+            }
+            if let Some(state) = &quota_state {
+                tasks.push(tokio::spawn(quota::client(
+                    ctx.clone(),
+                    state.clone(),
+                    process,
+                    node,
+                )));
                 process += 1;
             }
         }
@@ -208,6 +247,10 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     if keys_on && recovery_error.is_none() {
         refused_applied = keys::final_reads(&ctx, &keys_state).await?;
     }
+    let quota_seen = match &quota_state {
+        Some(state) => Some(quota::collect(&ctx, state).await),
+        None => None,
+    };
     ctx.procs
         .lock()
         .await
@@ -226,6 +269,18 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     )?;
     println!("aigw-jepsen: checking {} operations", ops.len());
     let keys_report = keys_on.then(|| check_keys(&ops, keys::FINAL_PROCESS, refused_applied));
+    let quota_report = match (&quota_state, &quota_seen) {
+        (Some(state), Some((mock, ledger))) => Some(check_quota(QuotaInputs {
+            ops: &ops,
+            keys: &state.specs(),
+            mock: mock.as_ref(),
+            ledger,
+            tpm_in_flight_allowance: quota::MAX_RESERVATION
+                * layout.nodes as u64
+                * u64::from(options.clients_per_node),
+        })),
+        _ => None,
+    };
     let head = Summary {
         seed: resolved.seed,
         nodes: resolved.nodes,
@@ -245,6 +300,8 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         operations: Default::default(),
         keys: None,
         failover: None,
+        quota: None,
+        load_start_ms,
         availability: Default::default(),
         latency_ok: Default::default(),
         nemesis_events: 0,
@@ -259,6 +316,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
             ops: &ops,
             final_process: keys::FINAL_PROCESS,
             keys: keys_report,
+            quota: quota_report,
             failover_on,
             deaths,
             events: &events,

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::checker::keys::KeysReport;
+use super::checker::quota::QuotaReport;
 use super::context::{NemesisEvent, UpstreamDeath};
 use super::history::{Op, OpKind, Outcome, Side};
 use super::schedule::ScheduledFault;
@@ -79,7 +80,11 @@ pub struct Summary {
     pub operations: BTreeMap<String, Counts>,
     pub keys: Option<KeysReport>,
     pub failover: Option<FailoverReport>,
-    /// "admin" / "chat" -> "majority" / "minority" / "none" -> ok share of what was invoked
+    pub quota: Option<QuotaReport>,
+    /// When the load (and the schedule's clock) started on the history's clock: after the
+    /// quota workload's fault-free phase, else at once.
+    pub load_start_ms: u64,
+    /// "admin" / "chat" / "quota" -> "majority" / "minority" / "none" -> ok share of what was invoked
     /// on a node of that side while a partition was on.
     pub availability: BTreeMap<String, BTreeMap<String, (Counts, Option<f64>)>>,
     pub latency_ok: BTreeMap<String, Latency>,
@@ -96,6 +101,7 @@ fn kind_name(f: OpKind) -> &'static str {
         OpKind::Read => "read",
         OpKind::Delete => "delete",
         OpKind::Chat => "chat",
+        OpKind::Spend => "spend",
     }
 }
 
@@ -116,6 +122,7 @@ pub struct Inputs<'a> {
     pub ops: &'a [Op],
     pub final_process: u32,
     pub keys: Option<KeysReport>,
+    pub quota: Option<QuotaReport>,
     pub failover_on: bool,
     pub deaths: Vec<UpstreamDeath>,
     pub events: &'a [NemesisEvent],
@@ -135,10 +142,10 @@ pub fn build(head: Summary, inputs: Inputs<'_>) -> Summary {
             .entry(kind_name(op.f).into())
             .or_default()
             .add(op.outcome);
-        let group = if op.f == OpKind::Chat {
-            "chat"
-        } else {
-            "admin"
+        let group = match op.f {
+            OpKind::Chat => "chat",
+            OpKind::Spend => "quota",
+            _ => "admin",
         };
         s.availability
             .entry(group.into())
@@ -249,6 +256,32 @@ pub fn build(head: Summary, inputs: Inputs<'_>) -> Summary {
             format!("{:?}", k.refused_creates_applied),
         );
     }
+    if let Some(q) = &inputs.quota {
+        let violations = |pred: &dyn Fn(&str) -> bool| -> String {
+            let v: Vec<&String> = q.violations.iter().filter(|v| pred(v)).collect();
+            format!("{v:?}")
+        };
+        inv(
+            "quota: admitted ≤ budget for every calls / tokens / output tokens budget",
+            q.budgets_hold,
+            violations(&|v| v.contains(" > limit ")),
+        );
+        inv(
+            "quota: the key spent without faults admitted exactly its calls budget",
+            q.exact_holds,
+            violations(&|v| v.contains("not exactly")),
+        );
+        inv(
+            "quota: admitted per 60 s window ≤ R·(1 + β) (+ in-flight refunds for TPM)",
+            q.rates_hold,
+            violations(&|v| v.contains(" > bound ")),
+        );
+        inv(
+            "quota: ledger used + leased + remaining = limit, used + leased ≥ admitted",
+            q.ledger_consistent,
+            violations(&|v| v.contains(" ledger ")),
+        );
+    }
     inv(
         "cluster: no node exited by itself",
         inputs.crashed.is_empty(),
@@ -265,6 +298,7 @@ pub fn build(head: Summary, inputs: Inputs<'_>) -> Summary {
         format!("{nemesis_errors:?}"),
     );
     s.keys = inputs.keys;
+    s.quota = inputs.quota;
     s.passed = s.invariants.iter().all(|i| i.holds);
     s
 }
@@ -337,6 +371,9 @@ pub fn render_text(s: &Summary) -> String {
             );
         }
     }
+    if let Some(q) = &s.quota {
+        render_quota(&mut t, q);
+    }
     let _ = writeln!(
         t,
         "\navailability (ok share, by the side of the node called):"
@@ -378,4 +415,94 @@ pub fn render_text(s: &Summary) -> String {
         );
     }
     t
+}
+
+fn render_quota(t: &mut String, q: &QuotaReport) {
+    let _ = writeln!(
+        t,
+        "\nquota (admitted = at least max(2xx seen by clients, requests that reached mock-q); \
+         mock counts {}):",
+        if q.mock_counts_read {
+            "read"
+        } else {
+            "NOT read"
+        }
+    );
+    let _ = writeln!(
+        t,
+        "  {:<24} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "key", "reqs", "2xx", "429b", "429r", "fail", "ambig"
+    );
+    for k in &q.keys {
+        let r = &k.requests;
+        let _ = writeln!(
+            t,
+            "  {:<24} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            k.name, r.total, r.admitted, r.refused_budget, r.refused_rate, r.failed, r.ambiguous
+        );
+        for b in &k.budgets {
+            let ledger = b
+                .ledger
+                .map(|l| {
+                    format!(
+                        "; ledger used {} leased {} remaining {}",
+                        l.used, l.leased_to_nodes, l.remaining
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                t,
+                "    {:<14} admitted {:>6} of {:>6} (clients {}, mock {}), not admitted ≤ {}{ledger}{}",
+                b.dimension,
+                b.admitted_at_least,
+                b.limit,
+                b.admitted_seen_by_clients,
+                b.admitted_seen_by_mock
+                    .map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                b.not_admitted_at_most,
+                if b.holds { "" } else { "  OVER BUDGET" }
+            );
+        }
+        if let Some(exact) = k.exact {
+            let _ = writeln!(
+                t,
+                "    exactly the budget without faults: {}",
+                if exact { "yes" } else { "NO" }
+            );
+        }
+        for r in &k.rates {
+            let _ = writeln!(
+                t,
+                "    {:<14} max in a 60 s window {:>6} (from {} ms) ≤ bound {:.1} (R {}): {}",
+                r.dimension,
+                r.max_window,
+                r.max_window_start_us / 1000,
+                r.bound,
+                r.limit_per_minute,
+                if r.holds { "yes" } else { "NO" }
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "  TPM in-flight refund allowance {} tokens",
+        q.tpm_in_flight_allowance
+    );
+    let _ = writeln!(
+        t,
+        "  quota availability (2xx or 429: the limit answered), by side:"
+    );
+    for (side, a) in &q.availability {
+        let _ = writeln!(
+            t,
+            "    {side:<12} {:>8.4}  ({} of {}, {} admitted)",
+            a.share.unwrap_or(0.0),
+            a.answered,
+            a.requests,
+            a.admitted
+        );
+    }
+    for v in &q.violations {
+        let _ = writeln!(t, "  VIOLATION: {v}");
+    }
 }

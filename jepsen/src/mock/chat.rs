@@ -54,6 +54,11 @@ pub(crate) async fn completions(
         completion: chunks as u64,
     };
     let n = admitted.n;
+    if let Some(user) = &view.user {
+        state
+            .counters
+            .count_user(user, usage.prompt, usage.completion);
+    }
 
     if view.stream != Some(true) {
         let body = wire::completion(n, model, answer, &admitted.prepared.text_json, usage);

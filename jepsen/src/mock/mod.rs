@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use behavior::MockBehavior;
-pub use stats::MockStats;
+pub use stats::{MockStats, UserStats};
 
 use state::MockState;
 

@@ -26,6 +26,10 @@ pub(crate) struct ChatRequestView<'a> {
     pub(crate) tools: Option<FirstTool<'a>>,
     #[serde(default)]
     pub(crate) messages: MessagesSummary,
+    /// The end user, when a string: jepsen's quota workload tags each request with its key's
+    /// name, so the mock can count what reached it per key.
+    #[serde(borrow, default)]
+    pub(crate) user: Option<Cow<'a, str>>,
 }
 
 impl<'a> ChatRequestView<'a> {

@@ -1,8 +1,9 @@
 //! Counters a test reads to prove what the gateway did upstream, and the guards that keep
 //! them honest whichever way a request ends (answered, cancelled, aborted, server stopped).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,18 @@ pub struct MockStats {
     pub streams_cancelled: u64,
     /// API requests not yet answered, or whose streamed body is still open.
     pub in_flight: u64,
+    /// Chat completions that passed the injected faults, by their `user` field (requests
+    /// without one are not counted here), with the usage the mock reported for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_user: BTreeMap<String, UserStats>,
+}
+
+/// What one `user` sent: answered chat completions and the usage reported for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStats {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 // Relaxed is enough: each counter is independent, and readers poll over HTTP.
@@ -28,6 +41,8 @@ pub(crate) struct Counters {
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
     in_flight: AtomicU64,
+    /// Only requests that carry a `user` take this lock (jepsen's quota workload).
+    by_user: Mutex<BTreeMap<String, UserStats>>,
 }
 
 impl Counters {
@@ -38,6 +53,17 @@ impl Counters {
             streams_completed: self.streams_completed.load(Ordering::Relaxed),
             streams_cancelled: self.streams_cancelled.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            by_user: self.by_user.lock().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Counts an answered chat completion of `user` with the usage reported for it.
+    pub(crate) fn count_user(&self, user: &str, prompt_tokens: u64, completion_tokens: u64) {
+        if let Ok(mut by_user) = self.by_user.lock() {
+            let entry = by_user.entry(user.to_owned()).or_default();
+            entry.requests += 1;
+            entry.prompt_tokens += prompt_tokens;
+            entry.completion_tokens += completion_tokens;
         }
     }
 
@@ -139,5 +165,26 @@ mod tests {
             ),
             (3, 3, 1, 1, 0)
         );
+    }
+
+    #[test]
+    fn answered_requests_are_counted_per_user_with_their_usage() {
+        let counters = Counters::default();
+        counters.count_user("k1", 1, 4);
+        counters.count_user("k1", 2, 4);
+        counters.count_user("k2", 1, 4);
+        let by_user = counters.snapshot().by_user;
+        assert_eq!(
+            by_user["k1"],
+            UserStats {
+                requests: 2,
+                prompt_tokens: 3,
+                completion_tokens: 8
+            }
+        );
+        assert_eq!(by_user["k2"].requests, 1);
+        // Serialised only when something was counted, so existing readers see no change.
+        let empty = serde_json::to_value(Counters::default().snapshot()).unwrap();
+        assert!(empty.get("by_user").is_none());
     }
 }

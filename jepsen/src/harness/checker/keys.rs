@@ -110,7 +110,10 @@ pub fn check_keys(
 ) -> KeysReport {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in ops {
-        if let (Some(key), true) = (op.key.as_deref(), op.f != OpKind::Chat) {
+        if let (Some(key), true) = (
+            op.key.as_deref(),
+            !matches!(op.f, OpKind::Chat | OpKind::Spend),
+        ) {
             by_key.entry(key).or_default().push(op);
         }
     }
@@ -164,7 +167,7 @@ fn entries(ops: &[&Op]) -> Vec<Entry<KeyInput, KeyOutput>> {
                 OpKind::Write => KeyInput::Write(o.value?),
                 OpKind::Read => KeyInput::Read,
                 OpKind::Delete => KeyInput::Delete,
-                OpKind::Chat => return None,
+                OpKind::Chat | OpKind::Spend => return None,
             };
             let (ret, output) = match o.outcome {
                 Outcome::Fail => return None,
@@ -340,6 +343,7 @@ mod tests {
             error: None,
             upstream: None,
             attempts: None,
+            usage: None,
         }
     }
 

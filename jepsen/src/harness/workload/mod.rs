@@ -4,14 +4,12 @@
 //! - [`keys`]: admin create / write / read / delete of keys through every node (checked for
 //!   linearizability and lost writes).
 //! - [`failover`]: chat completions through every node while upstreams fail.
-//! - quota: NOT YET. It needs the quota issue (shared/QUOTAS.md: budgets, leases, rate
-//!   shares), which is being built. It will go in `workload/quota.rs`: clients on every node
-//!   spend keys with call and token budgets, and the checker proves admitted calls <= budget
-//!   exactly and admitted tokens per window within the documented TPM bound. Until then
-//!   `--workload quota` is refused with that message rather than run as a stand-in.
+//! - [`quota`]: chat completions with keys that have call and token budgets and RPM / TPM
+//!   limits, through every node; a fault-free phase first spends one budget to the end.
 
 pub mod failover;
 pub mod keys;
+pub mod quota;
 
 use serde::Serialize;
 
@@ -23,20 +21,25 @@ use crate::harness::history::{Op, OpKind, Outcome};
 pub enum WorkloadKind {
     Keys,
     Failover,
+    Quota,
 }
 
 impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Keys => "keys",
+            Self::Failover => "failover",
+            Self::Quota => "quota",
+        }
+    }
+
     pub fn parse(name: &str) -> Result<Self, String> {
         match name {
             "keys" => Ok(Self::Keys),
             "failover" => Ok(Self::Failover),
-            "quota" => Err(
-                "the quota workload is not implemented yet: it waits for the quota \
-                            issue (budgets and leases in the cluster); run keys,failover"
-                    .into(),
-            ),
+            "quota" => Ok(Self::Quota),
             other => Err(format!(
-                "unknown workload `{other}`; expected keys or failover"
+                "unknown workload `{other}`; expected keys, failover or quota"
             )),
         }
     }
@@ -62,5 +65,6 @@ pub(crate) fn invoked(ctx: &Ctx, process: u32, node: usize, f: OpKind) -> Op {
         error: None,
         upstream: None,
         attempts: None,
+        usage: None,
     }
 }
