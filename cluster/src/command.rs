@@ -68,6 +68,27 @@ pub enum Command {
         node: NodeId,
         marks: Vec<(u64, u64)>,
     },
+    /// The leader's rate plans for one interval: per key, each voter's share of its RPM and
+    /// TPM, by demand. Inactive when written: a node applies a share below its fallback at
+    /// once, and a share above it only after `ActivateRates` (docs/QUOTAS.md).
+    PlanRates {
+        plans: Vec<(KeyId, RatePlan)>,
+    },
+    /// Every node whose share in these plans is below its fallback has applied them: the
+    /// raised shares may now be used.
+    ActivateRates {
+        plans: Vec<(KeyId, u64)>,
+    },
+}
+
+/// One key's rate shares over `[t0_ms, t1_ms)` of wall-clock time (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatePlan {
+    pub t0_ms: u64,
+    pub t1_ms: u64,
+    /// Per voter: its share of the key's RPM and TPM per minute (`None`: no such limit).
+    pub shares: Vec<(NodeId, Option<u64>, Option<u64>)>,
+    pub active: bool,
 }
 
 /// One write as it goes through Raft: the command and the id of the write. A writer that gets
@@ -105,6 +126,10 @@ pub enum Outcome {
     /// `granted` may be less than asked, or 0 when the budget is spent.
     LeaseGranted {
         granted: u64,
+    },
+    /// `PlanRates` was applied at this log index.
+    RatesPlanned {
+        index: u64,
     },
     LeasesClosed {
         count: u64,

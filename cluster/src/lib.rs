@@ -23,7 +23,7 @@ mod settings;
 mod snapshot;
 mod state_machine;
 
-pub use command::{BudgetKey, Command, Outcome, Proposal, Rejection};
+pub use command::{BudgetKey, Command, Outcome, Proposal, RatePlan, Rejection};
 pub use gossip::{Advertised, GossipMember};
 pub use keys::KeyTable;
 pub use model::{

@@ -36,6 +36,9 @@ pub struct StateSnapshot {
     pub budgets: imbl::OrdMap<BudgetKey, BudgetState>,
     /// Voting members: rate limits are split among them.
     pub voters: usize,
+    pub voter_ids: Vec<crate::NodeId>,
+    /// Each key's latest rate plans (docs/QUOTAS.md, "Rates").
+    pub rate_plans: imbl::OrdMap<crate::KeyId, imbl::Vector<crate::RatePlan>>,
 }
 
 impl StateSnapshot {
@@ -55,6 +58,8 @@ impl StateSnapshot {
             bootstrapped: true,
             budgets: Default::default(),
             voters: 1,
+            voter_ids: Vec::new(),
+            rate_plans: Default::default(),
         }
     }
 }
@@ -173,6 +178,8 @@ impl Publisher {
             bootstrapped: data.bootstrapped,
             budgets: data.budgets.clone(),
             voters: data.last_membership.membership().voter_ids().count().max(1),
+            voter_ids: data.last_membership.membership().voter_ids().collect(),
+            rate_plans: data.rate_plans.clone(),
         };
         if data.settings.revision != previous.settings_revision || previous.version == 0 {
             next.settings_revision = data.settings.revision;

@@ -10,7 +10,7 @@ use imbl::{HashMap, OrdMap};
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{BudgetKey, Command, Outcome, Proposal, Rejection};
+use crate::command::{BudgetKey, Command, Outcome, Proposal, RatePlan, Rejection};
 use crate::model::{KeyId, KeyRecord, KeySecretHash, SettingsDoc};
 use crate::raft::{Node, NodeId};
 
@@ -27,7 +27,12 @@ pub(crate) struct StateMachineData {
     /// first: a proposal sent again after its first copy committed gets the first outcome.
     pub recent: HashMap<u128, Outcome>,
     pub recent_order: imbl::Vector<u128>,
+    /// The latest rate plans of each key, oldest first (at most [`PLANS_KEPT`]).
+    pub rate_plans: OrdMap<KeyId, imbl::Vector<RatePlan>>,
 }
+
+/// Rate plans kept per key: the one in force, the next ones, and one before.
+const PLANS_KEPT: usize = 4;
 
 /// How many proposals are remembered for retries: far more than a node writes within one
 /// write timeout.
@@ -135,6 +140,7 @@ impl StateMachineData {
                 Some(key) => {
                     self.by_hash.remove(&key.secret_hash);
                     self.forget_budgets_of(&id);
+                    self.rate_plans.remove(&id);
                     Outcome::KeyDeleted(id)
                 }
                 None => Outcome::Rejected(Rejection::NoSuchKey(id)),
@@ -222,6 +228,33 @@ impl StateMachineData {
             } => Outcome::LeasesClosed {
                 count: u64::from(self.close_lease(&budget, lease, used)),
             },
+            Command::PlanRates { plans } => {
+                for (key, plan) in plans {
+                    if !self.keys.contains_key(&key) {
+                        continue;
+                    }
+                    let kept = self.rate_plans.entry(key).or_default();
+                    // Plans only move forward: one that starts before the last one ends is late.
+                    if kept.last().is_some_and(|last| plan.t0_ms < last.t1_ms) {
+                        continue;
+                    }
+                    kept.push_back(plan);
+                    while kept.len() > PLANS_KEPT {
+                        kept.pop_front();
+                    }
+                }
+                Outcome::RatesPlanned { index }
+            }
+            Command::ActivateRates { plans } => {
+                for (key, t0_ms) in plans {
+                    if let Some(kept) = self.rate_plans.get_mut(&key) {
+                        for plan in kept.iter_mut().filter(|p| p.t0_ms == t0_ms) {
+                            plan.active = true;
+                        }
+                    }
+                }
+                Outcome::Nothing
+            }
             Command::CloseLeasesOf { node } => self.settle_leases_of(node, &[]),
             Command::SettleLeasesOf { node, marks } => self.settle_leases_of(node, &marks),
         }
@@ -494,6 +527,57 @@ mod tests {
         );
         let state = &sm.budgets[&calls("key_q", 7)];
         assert_eq!((state.available, state.closed_used), (0, 100));
+    }
+
+    #[test]
+    fn rate_plans_move_forward_are_kept_few_and_are_activated_by_their_start() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: budgeted("key_p", "sk-plans-1", 100),
+            },
+        );
+        let key = KeyId::parse("key_p").unwrap();
+        let plan = |t0: u64| RatePlan {
+            t0_ms: t0,
+            t1_ms: t0 + 2000,
+            shares: vec![(1, Some(500), None), (2, Some(100), None)],
+            active: false,
+        };
+        for (i, t0) in [0u64, 2000, 4000, 6000, 8000].into_iter().enumerate() {
+            let outcome = sm.apply(
+                2 + i as u64,
+                Command::PlanRates {
+                    plans: vec![(key.clone(), plan(t0))],
+                },
+            );
+            assert_eq!(
+                outcome,
+                Outcome::RatesPlanned {
+                    index: 2 + i as u64
+                }
+            );
+        }
+        // A late plan overlapping the last one is dropped; only the last four are kept.
+        sm.apply(
+            9,
+            Command::PlanRates {
+                plans: vec![(key.clone(), plan(9000))],
+            },
+        );
+        let kept: Vec<u64> = sm.rate_plans[&key].iter().map(|p| p.t0_ms).collect();
+        assert_eq!(kept, vec![2000, 4000, 6000, 8000]);
+        sm.apply(
+            10,
+            Command::ActivateRates {
+                plans: vec![(key.clone(), 6000)],
+            },
+        );
+        let active: Vec<bool> = sm.rate_plans[&key].iter().map(|p| p.active).collect();
+        assert_eq!(active, vec![false, false, true, false]);
+        sm.apply(11, Command::DeleteKey { id: key.clone() });
+        assert!(sm.rate_plans.is_empty());
     }
 
     #[test]

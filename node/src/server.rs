@@ -110,6 +110,7 @@ impl RunningNode {
                 config.cluster.gossip_interval,
             )),
             tokio::spawn(keep_quotas(Arc::clone(&quotas))),
+            tokio::spawn(crate::quota::rates::keep_rates(Arc::clone(&quotas))),
             tokio::spawn(follow_settings(
                 state.clone(),
                 config.clone(),

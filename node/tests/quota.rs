@@ -398,3 +398,40 @@ async fn a_node_killed_holding_a_lease_gives_back_all_but_its_persisted_mark_on_
     assert!((10..=10 + 31).contains(&used), "{view:?}");
     assert_eq!(used + remaining, 1000, "{view:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_plans_a_bigger_rate_share_for_the_node_the_demand_is_on() {
+    let mock = mock(MockBehavior::default()).await;
+    let nodes = nodes(3, &mock).await;
+    // 600 per minute: 200 per node when split evenly.
+    let (id, secret) = key_with(&nodes[0], json!({"rpm": 600})).await;
+    let body = json!({"model": "chat-default", "messages": user_message()});
+    let mut share = 0.0;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        // All the load on node 1, about 10 requests a second (600 a minute).
+        let response = chat(&nodes[0], &secret, body.clone()).await;
+        assert!(matches!(response.status().as_u16(), 200 | 429));
+        let view: Value = admin(&nodes[0], reqwest::Method::GET, &format!("/keys/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        share = view["rate_on_this_node"]["rpm_share"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if share > 400.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        share > 400.0 && share <= 600.0,
+        "node 1's planned share is {share}, not most of the 600"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -328,8 +328,8 @@ pub(crate) async fn get(
         .ok_or_else(|| AdminError::NotFound(format!("no key with id `{id}`")))?;
     let mut view = key_view(key);
     view["usage"] = usage_view(key, &snapshot);
-    if let Some((rpm, tpm)) = state.app.quotas.get().and_then(|q| q.local_rates(&key.id)) {
-        view["rate_on_this_node"] = json!({"remaining_requests": rpm, "remaining_tokens": tpm});
+    if let Some(rates) = state.app.quotas.get().and_then(|q| q.local_rates(&key.id)) {
+        view["rate_on_this_node"] = json!(rates);
     }
     Ok(Json(view))
 }

@@ -19,6 +19,7 @@
 
 mod bucket;
 mod marks;
+pub(crate) mod rates;
 pub(crate) mod tap;
 pub(crate) mod tokens;
 
@@ -71,6 +72,9 @@ struct KeyQuota {
     slots: [Slot; 4],
     rate: Mutex<Rates>,
     in_flight: AtomicU32,
+    /// Requests and tokens asked since the demand was last taken (keys with RPM / TPM).
+    asked_requests: AtomicU64,
+    asked_tokens: AtomicU64,
     /// Unix seconds of the last admission.
     last_used: AtomicU64,
 }
@@ -119,9 +123,12 @@ enum Held {
 
 #[derive(Default)]
 struct Rates {
-    /// (limit, voters) the bucket was sized for, and the bucket.
-    rpm: Option<((u64, usize), Bucket)>,
-    tpm: Option<((u64, usize), Bucket)>,
+    /// The share (per minute) the bucket was sized for, and the bucket.
+    rpm: Option<(f64, Bucket)>,
+    tpm: Option<(f64, Bucket)>,
+    /// Requests and tokens per minute asked of this node (admitted or not), smoothed: the
+    /// demand it gossips to the rate planner.
+    demand: (f64, f64),
 }
 
 fn slot_index(dimension: Dimension) -> usize {
@@ -370,22 +377,37 @@ impl Quotas {
         admission: &mut Admission,
     ) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut rates = quota.rate.lock().expect("quota lock");
-        let restarted = self.restarted;
-        let sized = |slot: &mut Option<((u64, usize), Bucket)>, limit: u64| {
-            let share = limit as f64 / voters as f64;
-            match slot {
-                Some((sized, _)) if *sized == (limit, voters) => {}
-                Some((_, bucket)) => *slot = Some(((limit, voters), bucket.resized(share, now))),
-                None => *slot = Some(((limit, voters), Bucket::new(share, now, restarted))),
-            }
-        };
         let tokens = admission
             .estimate
             .input
             .saturating_add(admission.estimate.output) as f64;
+        if key.limits.rpm.is_none() && key.limits.tpm.is_none() {
+            return Ok(());
+        }
+        quota.asked_requests.fetch_add(1, Ordering::Relaxed);
+        quota
+            .asked_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        // This node's share: the leader's plan for this moment, else the even split.
+        let snapshot = self.cluster.state().load();
+        let plans = snapshot.rate_plans.get(&key.id);
+        let clock = rates::now_ms();
+        let share = |limit: u64, rate: rates::Rate| {
+            let fallback = limit as f64 / voters as f64;
+            match plans {
+                Some(plans) => rates::share_at(plans, self.node, rate, fallback, clock),
+                None => fallback,
+            }
+        };
+        let mut rates = quota.rate.lock().expect("quota lock");
+        let restarted = self.restarted;
+        let sized = |slot: &mut Option<(f64, Bucket)>, share: f64| match slot {
+            Some((sized, _)) if *sized == share => {}
+            Some((_, bucket)) => *slot = Some((share, bucket.resized(share, now))),
+            None => *slot = Some((share, Bucket::new(share, now, restarted))),
+        };
         if let Some(rpm) = key.limits.rpm {
-            sized(&mut rates.rpm, rpm);
+            sized(&mut rates.rpm, share(rpm, rates::Rate::Rpm));
             let (_, bucket) = rates.rpm.as_mut().expect("sized above");
             if !bucket.try_take(1.0, now) {
                 let wait = bucket.wait_for(1.0, now);
@@ -400,7 +422,7 @@ impl Quotas {
             }
         }
         if let Some(tpm) = key.limits.tpm {
-            sized(&mut rates.tpm, tpm);
+            sized(&mut rates.tpm, share(tpm, rates::Rate::Tpm));
             let (_, bucket) = rates.tpm.as_mut().expect("sized above");
             if !bucket.try_take(tokens, now) {
                 let wait = bucket.wait_for(tokens, now);
@@ -772,15 +794,59 @@ impl Quotas {
     }
 
     /// This node's view of a key's rate buckets, for the admin API.
-    pub fn local_rates(&self, key: &KeyId) -> Option<(Option<u64>, Option<u64>)> {
+    pub fn local_rates(&self, key: &KeyId) -> Option<LocalRates> {
         let quota = self.keys.get(key)?;
         let now = Instant::now();
         let mut rates = quota.rate.lock().expect("quota lock");
-        Some((
-            rates.rpm.as_mut().map(|(_, b)| b.remaining(now)),
-            rates.tpm.as_mut().map(|(_, b)| b.remaining(now)),
-        ))
+        Some(LocalRates {
+            remaining_requests: rates.rpm.as_mut().map(|(_, b)| b.remaining(now)),
+            remaining_tokens: rates.tpm.as_mut().map(|(_, b)| b.remaining(now)),
+            rpm_share: rates.rpm.as_ref().map(|(share, _)| *share),
+            tpm_share: rates.tpm.as_ref().map(|(share, _)| *share),
+            requests_per_minute: rates.demand.0,
+            tokens_per_minute: rates.demand.1,
+        })
     }
+
+    /// Each active key's demand on this node since the last call `elapsed` seconds ago, per
+    /// minute and smoothed, for the rate planner.
+    pub(crate) fn take_demand(
+        &self,
+        elapsed: f64,
+    ) -> std::collections::BTreeMap<KeyId, (f64, f64)> {
+        let mut demand = std::collections::BTreeMap::new();
+        for entry in self.keys.iter() {
+            let requests = entry.asked_requests.swap(0, Ordering::Relaxed) as f64;
+            let tokens = entry.asked_tokens.swap(0, Ordering::Relaxed) as f64;
+            let mut rates = entry.rate.lock().expect("quota lock");
+            if rates.rpm.is_none() && rates.tpm.is_none() {
+                continue;
+            }
+            let per_minute = 60.0 / elapsed.max(0.001);
+            let smooth = |old: f64, new: f64| 0.5 * old + 0.5 * new;
+            rates.demand = (
+                smooth(rates.demand.0, requests * per_minute),
+                smooth(rates.demand.1, tokens * per_minute),
+            );
+            if rates.demand.0 >= 0.5 || rates.demand.1 >= 0.5 {
+                demand.insert(entry.key().clone(), rates.demand);
+            }
+        }
+        demand
+    }
+}
+
+/// This node's view of a key's rates, for the admin API.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct LocalRates {
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    /// This node's share of the key's RPM and TPM now (planned by demand, else the even split).
+    pub rpm_share: Option<f64>,
+    pub tpm_share: Option<f64>,
+    /// What this node was asked for, per minute (smoothed).
+    pub requests_per_minute: f64,
+    pub tokens_per_minute: f64,
 }
 
 /// OpenAI's rate-limit headers for this node's share of the key's RPM and TPM.
