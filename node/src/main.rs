@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: 4.3% fewer instructions per request and +2 MiB of idle
+/// RSS (BENCHMARKS.md, change 4). Only the binary: tests keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "aigw",

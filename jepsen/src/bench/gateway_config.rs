@@ -1,6 +1,9 @@
 //! The aigw config a benchmark runs: every feature that exists today turned on, as a user
-//! would run it: key auth (with a per-key model list), a weighted route over two upstream
-//! model names, the default timeouts, and the default log level (one line per request).
+//! would run it: key auth (with a per-key model list), limits on every key (a requests-per-minute
+//! rate, a calls budget and a tokens budget per day, so every request is admitted against
+//! cluster-wide quotas and reserves tokens counted by the tokenizer), a weighted route over two
+//! upstream model names, the default timeouts, the admin API on its own listener, and the
+//! default log level (one line per request).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -9,6 +12,22 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::load::request::MODEL;
+
+/// The admin API's bearer token in every bench config.
+pub(crate) const ADMIN_TOKEN: &str = "aigw-bench-admin-token";
+
+/// Every key's limits: large enough that no scenario is ever refused (the closed loop reaches
+/// ~30,000 requests/s; a full run sends about a million requests to one aigw), real enough that
+/// every request goes through admission: the rate bucket, a lease of each budget, the token
+/// reservation and its reconciliation with the mock's `usage`. A budget's lease is a quarter of
+/// its limit per voter: one Raft entry per 2.5 M calls, and per 25 M tokens (a bench request
+/// reserves ~95 and, reconciled, uses fewer).
+/// The many-keys scenario's limits: a rate only. With budgets, each key's first request waits
+/// for a Raft entry per budget (its first lease), which a run rotating over 10,000 cold keys
+/// would measure instead of the key lookup; the quota scenario measures leases.
+pub(crate) const RATE_ONLY_LIMITS: &str = "{ rpm = 100000000 }";
+
+pub(crate) const KEY_LIMITS: &str = r#"{ rpm = 100000000, calls = { limit = 10000000, period = "day" }, tokens = { limit = 100000000, period = "day" } }"#;
 
 /// `n` distinct key secrets, the same on every run so results compare across runs.
 pub(crate) fn secrets(n: usize) -> Vec<String> {
@@ -25,22 +44,29 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The config text for an aigw on `listen` in front of the mock at `mock`.
+/// The config text for an aigw on `listen` (admin API on `admin`) in front of the mock at
+/// `mock`.
 pub(crate) fn render(
     listen: SocketAddr,
+    admin: SocketAddr,
     mock: SocketAddr,
     data_dir: &Path,
     secrets: &[String],
+    limits: &str,
 ) -> String {
     let mut text = format!(
         r#"# Written by aigw-bench.
 [node]
 id = 1
 api_listen = "{listen}"
+admin_listen = "{admin}"
 data_dir = "{data_dir}"
 
 [server]
 shutdown_grace = "1s"
+
+[admin]
+token = "{ADMIN_TOKEN}"
 
 [[bootstrap.upstreams]]
 id = "mock"
@@ -59,11 +85,11 @@ targets = [
 "#,
         data_dir = data_dir.display()
     );
-    text.reserve(secrets.len() * 96);
+    text.reserve(secrets.len() * (96 + limits.len()));
     for (i, secret) in secrets.iter().enumerate() {
         let _ = write!(
             text,
-            "\n[[bootstrap.keys]]\nname = \"bench-{i:06}\"\nsecret = \"{secret}\"\nmodels = [\"{MODEL}\"]\n"
+            "\n[[bootstrap.keys]]\nname = \"bench-{i:06}\"\nsecret = \"{secret}\"\nmodels = [\"{MODEL}\"]\nlimits = {limits}\n"
         );
     }
     text
@@ -92,12 +118,22 @@ mod tests {
     fn rendered_config_is_toml_with_every_key() {
         let text = render(
             "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
             Path::new("/tmp/x"),
             &secrets(3),
+            KEY_LIMITS,
         );
         let config = aigw_config::parse(&text, "bench.toml").unwrap();
         assert_eq!(config.bootstrap.keys.len(), 3);
         assert_eq!(config.bootstrap.models[0].targets.len(), 2);
+        assert_eq!(
+            config.node.admin_listen,
+            Some("127.0.0.1:3".parse().unwrap())
+        );
+        let limits = &config.bootstrap.keys[2].limits;
+        assert_eq!(limits.rpm, Some(100_000_000));
+        assert_eq!(limits.calls.map(|b| b.limit), Some(10_000_000));
+        assert_eq!(limits.tokens.map(|b| b.limit), Some(100_000_000));
     }
 }

@@ -45,16 +45,18 @@ pub enum Scenario {
     Streaming,
     OpenStreams,
     Keys,
+    Quota,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Startup,
         Scenario::Closed,
         Scenario::Rate,
         Scenario::Streaming,
         Scenario::OpenStreams,
         Scenario::Keys,
+        Scenario::Quota,
     ];
 }
 
@@ -126,6 +128,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 results.open_streams = scenario::open_streams::run(&env, &plan, nofile).await?
             }
             Scenario::Keys => results.keys = scenario::many_keys::run(&env, &plan).await?,
+            Scenario::Quota => results.quota = Some(scenario::quota::run(&env, &plan).await?),
         }
     }
 
@@ -241,16 +244,18 @@ fn date() -> String {
         .map_or_else(String::new, |s| s.trim().to_owned())
 }
 
-/// `aigw-bench load`: exactly `requests` chat completions to `target`, then a summary line.
-/// For profiling a process under callgrind or perf, where the cost per request is the figure.
+/// `aigw-bench load`: exactly `requests` chat completions to `target` (streamed ones with
+/// `stream`), then a summary line. For profiling a process under callgrind or perf, where the
+/// cost per request is the figure.
 pub async fn drive(
     target: SocketAddr,
     key: Option<String>,
     requests: u64,
     concurrency: u64,
+    stream: bool,
 ) -> anyhow::Result<()> {
     let secrets = vec![key.unwrap_or_else(|| gateway_config::secrets(1).remove(0))];
-    let request = load::request::ChatRequest::new(target, false, &secrets)?;
+    let request = load::request::ChatRequest::new(target, stream, &secrets)?;
     let run = load::closed_loop::run_count(target, &request, concurrency.max(1), requests).await?;
     progress::load(&format!("{requests} requests to {target}"), &run);
     Ok(())
@@ -258,14 +263,22 @@ pub async fn drive(
 
 /// `aigw-bench config`: the aigw config the benchmark runs, with `keys` keys, on stdout. The
 /// profiling script starts aigw under callgrind with it.
-pub fn print_config(listen: SocketAddr, mock: SocketAddr, keys: usize, data_dir: &std::path::Path) {
+pub fn print_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    mock: SocketAddr,
+    keys: usize,
+    data_dir: &std::path::Path,
+) {
     print!(
         "{}",
         gateway_config::render(
             listen,
+            admin,
             mock,
             data_dir,
-            &gateway_config::secrets(keys.max(1))
+            &gateway_config::secrets(keys.max(1)),
+            gateway_config::KEY_LIMITS,
         )
     );
 }

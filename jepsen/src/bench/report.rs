@@ -65,12 +65,7 @@ pub(crate) fn markdown(info: &RunInfo, results: &Results) -> String {
     open_streams(&mut out, results);
     startup(&mut out, plan, results);
     keys(&mut out, plan, results);
-    let _ = writeln!(out, "## Quota\n");
-    let _ = writeln!(out, "| scenario | result |\n|---|---|");
-    let _ = writeln!(
-        out,
-        "| quota on: admitted requests per Raft entry on a hot key | not yet measurable (needs issues 3 and 5) |\n"
-    );
+    quota(&mut out, plan, results);
     out
 }
 
@@ -163,12 +158,18 @@ fn goals(out: &mut String, info: &RunInfo, results: &Results) {
             met: Some(mib <= 30.0),
         });
     }
-    goals.push(Goal {
-        what: "quota on: admitted requests per Raft entry".into(),
-        goal: "-".into(),
-        measured: "not yet measurable (needs issues 3 and 5)".into(),
-        met: None,
-    });
+    if let Some(row) = &results.quota {
+        let (measured, met) = match row.admitted_per_entry() {
+            Some(ratio) => (format!("{ratio:.0}"), ratio >= 1000.0),
+            None => (format!("{} admitted, no entry", row.run.completed), true),
+        };
+        goals.push(Goal {
+            what: "quota on: admitted requests per Raft entry, hot key".into(),
+            goal: ">= 1000".into(),
+            measured,
+            met: Some(met),
+        });
+    }
     let _ = writeln!(out, "## Targets\n");
     let _ = writeln!(out, "| target | goal | measured | met |\n|---|---|---|---|");
     for g in goals {
@@ -422,10 +423,12 @@ fn keys(out: &mut String, plan: &Plan, results: &Results) {
     }
     let _ = writeln!(
         out,
-        "## {} keys\n\naigw with a {}-key config beside the 1-key config; requests to the many-key aigw rotate over all \
-         its keys. {} s measured per row and concurrency.\n",
+        "## {} keys\n\naigw with a {}-key config beside the 1-key config, every key with `limits = {}` (a rate, no \
+         budget: a budget's first lease per key is a Raft entry, measured in the quota scenario); requests to the \
+         many-key aigw rotate over all its keys. {} s measured per row and concurrency.\n",
         plan.many_keys,
         plan.many_keys,
+        super::gateway_config::RATE_ONLY_LIMITS,
         plan.keys_measure.as_secs_f64()
     );
     let _ = writeln!(
@@ -466,4 +469,41 @@ fn keys(out: &mut String, plan: &Plan, results: &Results) {
              many keys against one.\n"
         );
     }
+}
+
+fn quota(out: &mut String, plan: &Plan, results: &Results) {
+    let Some(row) = &results.quota else {
+        return;
+    };
+    let _ = writeln!(out, "## Quota on: a hot key\n");
+    let _ = writeln!(
+        out,
+        "One key with `limits = {}`, driven by {} closed-loop connections for {:.0} s against a \
+         fresh aigw. Raft entries: the log's last index (`GET /admin/v1/cluster`, settled) \
+         before the first request and after the last; admitted: 2xx answers in the window.\n",
+        super::gateway_config::KEY_LIMITS,
+        row.concurrency,
+        plan.quota_measure.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| admitted | refused or failed | req/s | p50 | p99 | Raft entries | admitted per entry |\n\
+         |---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let s = row.run.latencies.summary();
+    let per_entry = row
+        .admitted_per_entry()
+        .map_or_else(|| "no entry".to_owned(), |r| format!("{r:.0}"));
+    let _ = writeln!(
+        out,
+        "| {} | {} | {:.0} | {:.1} | {:.1} | {} ({} -> {}) | {per_entry} |\n",
+        row.run.completed,
+        row.run.errors,
+        row.run.requests_per_second(),
+        micros(s.p50),
+        micros(s.p99),
+        row.entries(),
+        row.index_before,
+        row.index_after
+    );
 }

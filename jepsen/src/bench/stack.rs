@@ -74,16 +74,30 @@ impl Env {
         secrets: &[String],
         name: &str,
     ) -> anyhow::Result<(SocketAddr, PathBuf)> {
+        let (addr, _admin, path) =
+            self.aigw_config_with_admin(mock, secrets, name, gateway_config::KEY_LIMITS)?;
+        Ok((addr, path))
+    }
+
+    /// [`Env::aigw_config`] with these key `limits`, also returning the admin API's address.
+    pub fn aigw_config_with_admin(
+        &self,
+        mock: SocketAddr,
+        secrets: &[String],
+        name: &str,
+        limits: &str,
+    ) -> anyhow::Result<(SocketAddr, SocketAddr, PathBuf)> {
         let addr = free_addr()?;
+        let admin = free_addr()?;
         let data_dir = self.work.join(format!("{name}-data"));
         // A node with an existing data dir restarts its old cluster; every run starts anew.
         if data_dir.exists() {
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("removing {}", data_dir.display()))?;
         }
-        let text = gateway_config::render(addr, mock, &data_dir, secrets);
+        let text = gateway_config::render(addr, admin, mock, &data_dir, secrets, limits);
         let path = gateway_config::write(&self.work, &format!("{name}.toml"), &text)?;
-        Ok((addr, path))
+        Ok((addr, admin, path))
     }
 
     pub fn spawn_aigw(

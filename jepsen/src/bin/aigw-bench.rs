@@ -63,11 +63,17 @@ enum Command {
         requests: u64,
         #[arg(long, default_value_t = 1)]
         concurrency: u64,
+        /// Streamed completions (`"stream": true`), read to the end.
+        #[arg(long)]
+        stream: bool,
     },
     /// Print the aigw config the benchmark uses.
     Config {
         #[arg(long)]
         listen: SocketAddr,
+        /// The admin API's address; default: port 0 (any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin: SocketAddr,
         #[arg(long)]
         mock: SocketAddr,
         #[arg(long, default_value_t = 1)]
@@ -90,14 +96,16 @@ async fn main() -> anyhow::Result<()> {
             key,
             requests,
             concurrency,
-        }) => bench::drive(target, key, requests, concurrency).await,
+            stream,
+        }) => bench::drive(target, key, requests, concurrency, stream).await,
         Some(Command::Config {
             listen,
+            admin,
             mock,
             keys,
             data_dir,
         }) => {
-            bench::print_config(listen, mock, keys, &data_dir);
+            bench::print_config(listen, admin, mock, keys, &data_dir);
             Ok(())
         }
         None => {

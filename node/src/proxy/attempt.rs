@@ -115,6 +115,9 @@ pub(crate) async fn run_call(
             .headers_mut()
             .insert(header::CONTENT_TYPE, content_type);
     }
+    if let Some(host) = upstream.host() {
+        request.headers_mut().insert(header::HOST, host.clone());
+    }
     if let Some(authorization) = upstream.authorization() {
         request
             .headers_mut()

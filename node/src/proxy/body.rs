@@ -49,8 +49,13 @@ pub(crate) struct TimedBody {
     /// The first frame, taken early by `first_frame`.
     held: Option<Frame<Bytes>>,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
-    deadline: Pin<Box<Sleep>>,
+    /// When the idle limit runs out: the last frame's arrival plus `idle`.
+    idle_due: Instant,
+    deadline: Instant,
+    /// One timer for both limits, armed at the earlier of the two. A frame only moves
+    /// `idle_due`; the timer is re-armed when it fires early. Two timers, the idle one reset
+    /// on every frame, cost ~470 instructions more per streamed chunk (BENCHMARKS.md).
+    timer: Pin<Box<Sleep>>,
     event_stream: bool,
     upstream: Arc<str>,
     /// Reported when the body ends; dropped unreported (cancelled) if the client leaves.
@@ -66,12 +71,14 @@ impl TimedBody {
         upstream: Arc<str>,
         attempt: Attempt,
     ) -> Self {
+        let idle_due = Instant::now() + idle;
         Self {
             inner: Some(inner),
             held: None,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            idle_due,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(idle_due.min(deadline))),
             event_stream,
             upstream,
             attempt: Some(attempt),
@@ -112,8 +119,7 @@ impl TimedBody {
                     // The server may not poll again once the body says it has ended.
                     self.finish(AttemptResult::Success);
                 } else {
-                    let next = Instant::now() + self.idle;
-                    self.idle_timer.as_mut().reset(next);
+                    self.idle_due = Instant::now() + self.idle;
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -127,12 +133,20 @@ impl TimedBody {
             }
             Poll::Pending => {}
         }
-        let stalled = if self.deadline.as_mut().poll(cx).is_ready() {
-            "total time limit reached"
-        } else if self.idle_timer.as_mut().poll(cx).is_ready() {
-            "no data within the idle timeout"
-        } else {
-            return Poll::Pending;
+        let stalled = loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                break "total time limit reached";
+            }
+            if now >= self.idle_due {
+                break "no data within the idle timeout";
+            }
+            // Frames came since the timer was armed: wait for the new idle limit.
+            let next = self.idle_due.min(self.deadline);
+            self.timer.as_mut().reset(next);
         };
         self.finish(AttemptResult::Failure);
         Poll::Ready(Some(Err(Failure::Stalled(stalled))))

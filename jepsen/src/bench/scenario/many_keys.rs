@@ -5,7 +5,7 @@
 use tokio::time::Instant;
 
 use super::KeysRow;
-use crate::bench::gateway_config::secrets;
+use crate::bench::gateway_config::{RATE_ONLY_LIMITS, secrets};
 use crate::bench::load::closed_loop;
 use crate::bench::load::load_run::LoadRun;
 use crate::bench::load::request::ChatRequest;
@@ -14,8 +14,7 @@ use crate::bench::procs::Process;
 use crate::bench::progress;
 use crate::bench::stack::{Env, READY_TIMEOUT, Target, wait_ready};
 
-/// aigw validates every key at start; with 100,000 keys today that takes minutes (the
-/// duplicate check computes each key's line number from the start of the file; BENCHMARKS.md).
+/// aigw validates and replicates every key at start; generous for 100,000 keys on a busy machine.
 const MANY_KEYS_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1200);
 
 pub(crate) async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Vec<KeysRow>> {
@@ -26,8 +25,11 @@ pub(crate) async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Vec<KeysRow>> 
     let request = env.request(bare.addr, false)?;
     wait_ready(&mut bare, &request, Instant::now(), READY_TIMEOUT).await?;
     let many = secrets(plan.many_keys);
-    let (one_addr, one_config) = env.aigw_config(mock.addr, &env.one_key, "keys-aigw-1")?;
-    let (many_addr, many_config) = env.aigw_config(mock.addr, &many, "keys-aigw-many")?;
+    // Both with a rate limit only (see RATE_ONLY_LIMITS), so the rows differ only in keys.
+    let (one_addr, _, one_config) =
+        env.aigw_config_with_admin(mock.addr, &env.one_key, "keys-aigw-1", RATE_ONLY_LIMITS)?;
+    let (many_addr, _, many_config) =
+        env.aigw_config_with_admin(mock.addr, &many, "keys-aigw-many", RATE_ONLY_LIMITS)?;
 
     let (mut aigw_one, one_startup) =
         start(env, one_addr, &one_config, "keys-aigw-1", &env.one_key).await?;

@@ -4,6 +4,7 @@
 pub(crate) mod many_keys;
 pub(crate) mod nonstreaming;
 pub(crate) mod open_streams;
+pub(crate) mod quota;
 pub(crate) mod startup;
 pub(crate) mod streaming;
 
@@ -26,6 +27,7 @@ pub(crate) struct Results {
     pub relay: Vec<(Target, Latencies)>,
     pub open_streams: Vec<OpenStreamsRow>,
     pub keys: Vec<KeysRow>,
+    pub quota: Option<QuotaRow>,
 }
 
 pub(crate) struct StartupRow {
@@ -66,6 +68,29 @@ pub(crate) struct KeysRow {
     pub idle_rss: Option<u64>,
     pub c1: LoadRun,
     pub c32: LoadRun,
+}
+
+/// A hot key with limits at steady load, and the Raft entries its admissions took.
+pub(crate) struct QuotaRow {
+    pub concurrency: u64,
+    /// The Raft log's last index, settled, before the first request and after the last.
+    pub index_before: u64,
+    pub index_after: u64,
+    /// Admitted requests are `completed` (2xx inside the window; the few still in flight when
+    /// it closed are admitted but not counted); refusals and failures are `errors`.
+    pub run: LoadRun,
+}
+
+impl QuotaRow {
+    pub fn entries(&self) -> u64 {
+        self.index_after.saturating_sub(self.index_before)
+    }
+
+    /// Admitted requests per Raft entry; `None` when no entry was written.
+    pub fn admitted_per_entry(&self) -> Option<f64> {
+        let entries = self.entries();
+        (entries > 0).then(|| self.run.completed as f64 / entries as f64)
+    }
 }
 
 /// The median of some durations or sizes; zero for none.
