@@ -32,8 +32,6 @@ const INTERVAL_MS: u64 = 2000;
 const LEAD_MS: u64 = 1500;
 /// How often the leader plans.
 const TICK: Duration = Duration::from_millis(1000);
-/// How long the leader waits for the lowered nodes to say they applied a plan.
-const CONFIRM_WAIT: Duration = Duration::from_millis(900);
 /// The gossip keys each node publishes its demand and its applied index under.
 const DEMAND_KEY: &str = "rates-demand";
 const APPLIED_KEY: &str = "rates-applied";
@@ -289,30 +287,38 @@ async fn plan_once(quotas: &Quotas, own: BTreeMap<KeyId, (f64, f64)>) -> Result<
         Ok(other) => return Err(format!("unexpected outcome {other:?}")),
         Err(error) => return Err(error.to_string()),
     };
-    let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
-    loop {
-        let applied = applied_by_node(cluster, me).await;
-        let ready: Vec<(KeyId, u64)> = plans
-            .iter()
-            .filter(|(_, _, lowered)| {
-                lowered
-                    .iter()
-                    .all(|node| applied.get(node).is_some_and(|a| *a >= index))
-            })
-            .map(|(key, plan, _)| (key.clone(), plan.t0_ms))
-            .collect();
-        if ready.len() == plans.len() || tokio::time::Instant::now() >= deadline {
-            if ready.is_empty() {
-                return Err("no lowered node confirmed the plan in time".into());
+    // Confirmations may take a while on a loaded cluster; a raise is still worth having for
+    // the rest of its interval, so the wait goes on in the background until the plans end.
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let mut pending = plans;
+        while !pending.is_empty() {
+            let applied = applied_by_node(&cluster, me).await;
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|(_, _, lowered)| {
+                    lowered
+                        .iter()
+                        .all(|node| applied.get(node).is_some_and(|a| *a >= index))
+                });
+            if !ready.is_empty() {
+                let plans = ready
+                    .into_iter()
+                    .map(|(key, plan, _)| (key, plan.t0_ms))
+                    .collect();
+                if let Err(error) = cluster.write(Command::ActivateRates { plans }).await {
+                    tracing::debug!(%error, "could not activate rate plans");
+                }
             }
-            cluster
-                .write(Command::ActivateRates { plans: ready })
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
+            // A plan whose raise could no longer be used is dropped.
+            let now = now_ms();
+            pending = waiting
+                .into_iter()
+                .filter(|(_, plan, _)| now + GUARD_MS < plan.t1_ms)
+                .collect();
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    });
+    Ok(())
 }
 
 /// The applied index each node reports (this node's from its own state).

@@ -9,7 +9,9 @@
 //!   by every client on every node: exactly 1,000 must be admitted.
 //! - per generation (20 s of load each, one after the other): a calls budget, and a tokens
 //!   budget with an output tokens budget, spent under the nemeses;
-//! - for the whole load: an RPM limit and a TPM limit.
+//! - for the whole load: an RPM limit and a TPM limit spent through every node, and an RPM
+//!   limit (`skew`) spent through the first node only, so the leader's demand-weighted shares
+//!   move most of it there while the nemeses run.
 //!
 //! Every request names its key in `user`, so `mock-q` counts what reached it per key. Each
 //! request asks for `max_tokens` = the mock's answer length, so the reservation covers the
@@ -56,6 +58,8 @@ pub const MAX_RESERVATION: u64 = CONTENT.len() as u64 + 8 + MAX_TOKENS;
 /// Longer than the cluster's write_timeout (2 s), so a 503 comes back before we give up.
 const TIMEOUT: Duration = Duration::from_secs(6);
 const THINK: Duration = Duration::from_millis(5);
+/// The rate key spent through the first node only.
+const SKEW_SUFFIX: &str = "-skew";
 /// Process numbers of the exact phase's clients.
 const EXACT_PROCESS_BASE: u32 = 50_000;
 
@@ -85,8 +89,9 @@ impl QuotaState {
         let _ = self.load_start.set(at);
     }
 
-    /// The keys spent now: this generation's budgets and the rate keys.
-    fn active(&self, now: Instant) -> Vec<&QuotaKey> {
+    /// The keys spent now through `node`: this generation's budgets and the rate keys (the
+    /// skewed one only through the first node).
+    fn active(&self, now: Instant, node: usize) -> Vec<&QuotaKey> {
         let elapsed = self
             .load_start
             .get()
@@ -97,7 +102,7 @@ impl QuotaState {
             .iter()
             .filter(|k| match k.spec.role {
                 Role::Exact => false,
-                Role::Rate => true,
+                Role::Rate => node == 0 || !k.spec.name.ends_with(SKEW_SUFFIX),
                 Role::Budget => k.generation == Some(generation),
             })
             .collect()
@@ -151,6 +156,13 @@ pub fn plan(seed: u64, time_limit: Duration) -> Vec<(KeySpec, Option<u32>)> {
         KeySpec {
             tpm: Some(TPM),
             ..spec(format!("quota-{seed}-tpm"), Role::Rate)
+        },
+        None,
+    ));
+    keys.push((
+        KeySpec {
+            rpm: Some(RPM),
+            ..spec(format!("quota-{seed}{SKEW_SUFFIX}"), Role::Rate)
         },
         None,
     ));
@@ -371,7 +383,7 @@ pub async fn exact_phase(
 pub async fn client(ctx: Ctx, state: Arc<QuotaState>, process: u32, node: usize) {
     let mut turn = process as usize;
     while Instant::now() < ctx.load_deadline {
-        let active = state.active(Instant::now());
+        let active = state.active(Instant::now(), node);
         if active.is_empty() {
             return;
         }
