@@ -101,7 +101,6 @@ impl RunningNode {
         .map_err(StartError::Quota)?;
         let quotas = Arc::new(quotas);
         let _ = state.quotas.set(Arc::clone(&quotas));
-        crate::quota::tokens::warm_up(state.routes.load().tokenizers());
         let actors = Arc::new(Mutex::new(Some(actors)));
         let background = vec![
             tokio::spawn(exchange_upstream_views(

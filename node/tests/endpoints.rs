@@ -223,12 +223,14 @@ async fn every_endpoint_spends_the_calls_budget_and_embeddings_the_input_token_b
             .contains("input_tokens budget of 40"),
         "{error}"
     );
-    // Four calls over four endpoints; the refusal above took none of them.
+    // Four calls over four endpoints; the refusal above took none of them. This input's bytes
+    // (90) are over the 40-token budget, its tokens (about 15) are not: the cheap bound
+    // refuses it, so it is counted with tiktoken and admitted.
     let embedded = post_json_as(
         &node,
         LIMITED_KEY,
         "/v1/embeddings",
-        json!({"model": "embed", "input": "hi"}),
+        json!({"model": "embed", "input": "hello ".repeat(15)}),
     )
     .await;
     assert_eq!(embedded.status(), 200);

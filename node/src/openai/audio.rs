@@ -29,7 +29,7 @@ pub(super) async fn transcribe(
     let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
     let routes = state.routes.load_full();
     let route = route_for(&routes, &key, &upload.model)?;
-    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
     let uploaded = upload.state();
     let format = upload.field("response_format").unwrap_or("json").to_owned();
     let model = upload.model.clone();

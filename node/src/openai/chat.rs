@@ -26,8 +26,13 @@ pub(super) async fn create(
     let route = routed::route_for(&routes, &key, &fields.model)?;
     let session = routed::sticky_session(route, &fields.model, &headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate.
-    let admission = quota::admit(&state, &key, || {
-        quota::tokens::estimate_chat(&body, &route.tokens)
+    let admission = quota::admit(&state, &key, |exact| {
+        let counting = if exact {
+            route.tokens
+        } else {
+            route.tokens.upper_bound()
+        };
+        quota::tokens::estimate_chat(&body, &counting)
     })
     .await?;
     // The gateway meters every stream's usage (and settles token limits with it): it asks for

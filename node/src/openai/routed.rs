@@ -43,9 +43,16 @@ pub(crate) async fn route_json(
     let fields = RoutingFields::parse(body)?;
     let routes = state.routes.load_full();
     let route = route_for(&routes, key, &fields.model)?;
-    let admission = quota::admit(state, key, || match cost {
+    let admission = quota::admit(state, key, |exact| match cost {
         Cost::Call => Estimate::calls_only(),
-        Cost::EmbeddingInput => quota::tokens::estimate_embeddings(body, &route.tokens),
+        Cost::EmbeddingInput => {
+            let counting = if exact {
+                route.tokens
+            } else {
+                route.tokens.upper_bound()
+            };
+            quota::tokens::estimate_embeddings(body, &counting)
+        }
     })
     .await?;
     let session = sticky_session(route, &fields.model, headers, fields.user.as_deref());

@@ -54,7 +54,7 @@ pub(super) async fn create(
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
         let routes = state.routes.load_full();
         let route = route_for(&routes, &key, &upload.model)?;
-        let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+        let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
         let seconds = upload.field("seconds").and_then(|s| s.trim().parse().ok());
         let uploaded = upload.state();
         let model = upload.model.clone();
@@ -91,7 +91,7 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
     let forwarded = follow_up(&state, &upstream, Method::GET, format!("/videos/{job}")).await?;
     settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
@@ -103,7 +103,7 @@ pub(super) async fn content(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
     let path = match query {
         Some(query) => format!("/videos/{job}/content?{query}"),
         None => format!("/videos/{job}/content"),
@@ -118,7 +118,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
     let forwarded = follow_up(&state, &upstream, Method::DELETE, format!("/videos/{job}")).await?;
     settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
@@ -128,7 +128,7 @@ pub(super) async fn list(
     Caller(key): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let admission = quota::admit(&state, &key, Estimate::calls_only).await?;
+    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
     // `after` names a job by its gateway id, which no upstream knows; the rest passes.
     let query: Vec<&str> = query
         .as_deref()

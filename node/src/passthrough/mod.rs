@@ -150,7 +150,7 @@ async fn admit_call(
     state: &AppState,
     key: &KeyRecord,
 ) -> Result<Option<crate::quota::Admission>, ApiError> {
-    crate::quota::admit(state, key, crate::quota::tokens::Estimate::calls_only).await
+    crate::quota::admit(state, key, |_| crate::quota::tokens::Estimate::calls_only()).await
 }
 
 /// Logs the exchange, counts the call, and settles the admission once the backend answered

@@ -245,23 +245,26 @@ impl Drop for Admission {
     }
 }
 
-/// Admits one request of `key` on this node: `Ok(None)` when the key has no limits. `estimate`
-/// runs only when the key has token limits (a key with none pays no tokenizer).
+/// Admits one request of `key` on this node: `Ok(None)` when the key has no limits.
+/// `estimate` runs only when the key has token limits (a key with none pays no tokenizer),
+/// first with an upper bound that costs nothing to compute; only a request that the bound
+/// would have refused is estimated again with tiktoken (`exact`) and tried once more, so exact
+/// counting is paid where a limit is close.
 pub(crate) async fn admit(
     state: &crate::state::AppState,
     key: &KeyRecord,
-    estimate: impl FnOnce() -> Estimate,
+    estimate: impl Fn(bool) -> Estimate,
 ) -> Result<Option<Admission>, ApiError> {
-    match state.quotas.get() {
-        Some(quotas) if !key.limits.is_empty() => {
-            let estimate = if key.limits.counts_tokens() {
-                estimate()
-            } else {
-                Estimate::calls_only()
-            };
-            Ok(Some(quotas.admit(key, estimate).await?))
-        }
-        _ => Ok(None),
+    let Some(quotas) = state.quotas.get().filter(|_| !key.limits.is_empty()) else {
+        return Ok(None);
+    };
+    if !key.limits.counts_tokens() {
+        return Ok(Some(quotas.admit(key, Estimate::calls_only()).await?));
+    }
+    tokens::warm_up_once(|| state.routes.load().tokenizers());
+    match quotas.admit(key, estimate(false)).await {
+        Err(ApiError::Refused { .. }) => Ok(Some(quotas.admit(key, estimate(true)).await?)),
+        admitted => Ok(Some(admitted?)),
     }
 }
 
@@ -572,7 +575,11 @@ impl Quotas {
                     self.forget_marks(vec![old]);
                 }
                 if granted > 0 {
-                    self.close_soon(HeldLease::new(lease, budget_key, granted, 0));
+                    // Too little for this request, but kept for a smaller one (the exact
+                    // estimate of this very request, often). Without a mark, a crash counts
+                    // it as fully used.
+                    *slot.held.lock().expect("quota lock") =
+                        Some(HeldLease::new(lease, budget_key, granted, 0));
                 }
                 let mut headers = HeaderMap::new();
                 if let Some(end) = budget.period.ends_after(unix_now()) {

@@ -52,6 +52,9 @@ pub(crate) struct TokenCounting {
     pub encoding: TokenEncoding,
     /// Output reserved when the request names no maximum.
     pub default_output: u64,
+    /// Count with tiktoken; otherwise bound from above by bytes (a BPE token is at least one
+    /// byte), which costs nothing and is reconciled with the upstream's usage all the same.
+    pub exact: bool,
 }
 
 impl Default for TokenCounting {
@@ -59,6 +62,7 @@ impl Default for TokenCounting {
         Self {
             encoding: TokenEncoding::Cl100kBase,
             default_output: DEFAULT_OUTPUT_RESERVATION,
+            exact: true,
         }
     }
 }
@@ -89,12 +93,33 @@ impl TokenCounting {
             default_output: model
                 .default_max_tokens
                 .unwrap_or(DEFAULT_OUTPUT_RESERVATION),
+            exact: true,
         }
     }
 
-    /// Tokens of `text` in this encoding.
+    /// The same, bounding tokens from above by bytes instead of counting them.
+    pub fn upper_bound(self) -> Self {
+        Self {
+            exact: false,
+            ..self
+        }
+    }
+
+    /// Tokens of `text` in this encoding (or its length in bytes, when bounding).
     pub fn count(&self, text: &str) -> u64 {
+        if !self.exact {
+            return text.len() as u64;
+        }
         bpe(self.encoding).encode_with_special_tokens(text).len() as u64
+    }
+
+    /// Tokens guessed from a raw JSON length: a quarter when counting, all of it when bounding.
+    fn raw(&self, len: usize) -> u64 {
+        if self.exact {
+            len as u64 / 4
+        } else {
+            len as u64
+        }
     }
 }
 
@@ -113,7 +138,7 @@ fn bpe(encoding: TokenEncoding) -> &'static CoreBPE {
 pub(crate) fn estimate_chat(body: &[u8], counting: &TokenCounting) -> Estimate {
     let Ok(fields) = serde_json::from_slice::<TokenFields<'_>>(body) else {
         return Estimate {
-            input: body.len() as u64 / 4,
+            input: counting.raw(body.len()),
             output: counting.default_output,
         };
     };
@@ -161,7 +186,7 @@ pub(crate) fn estimate_embeddings(body: &[u8], counting: &TokenCounting) -> Esti
         Ok(Fields {
             input: Input::IdLists(lists),
         }) => lists.iter().map(|l| l.len() as u64).sum(),
-        Err(_) => body.len() as u64 / 4,
+        Err(_) => counting.raw(body.len()),
     };
     Estimate { input, output: 0 }
 }
@@ -183,12 +208,18 @@ fn content_tokens(content: &RawValue, counting: &TokenCounting) -> u64 {
             .map(|t| counting.count(t))
             .sum();
     }
-    content.get().len() as u64 / 4
+    counting.raw(content.get().len())
 }
 
 /// Loads the encodings these models use, off the request path (the first load parses the
-/// vocabulary, tens of milliseconds).
-pub(crate) fn warm_up(encodings: impl IntoIterator<Item = TokenEncoding>) {
+/// vocabulary: tens of milliseconds and megabytes). Done once, when the first key with token
+/// limits is admitted, so a node that never needs them never pays for them.
+pub(crate) fn warm_up_once(encodings: impl FnOnce() -> Vec<TokenEncoding>) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| warm_up(encodings()));
+}
+
+fn warm_up(encodings: impl IntoIterator<Item = TokenEncoding>) {
     let mut encodings: Vec<TokenEncoding> = encodings.into_iter().collect();
     encodings.push(TokenEncoding::Cl100kBase);
     encodings.sort_by_key(|e| e.as_str());
@@ -243,6 +274,27 @@ mod tests {
         // The encodings differ, so the choice matters.
         let text = "こんにちは世界、トークナイザーのテストです";
         assert_ne!(configured.count(text), model("", "gpt-4o").count(text));
+    }
+
+    #[test]
+    fn an_upper_bound_is_never_below_the_count() {
+        let body = r#"{"model":"m","max_tokens":50,"messages":[
+            {"role":"system","content":"You are terse. こんにちは <|endoftext|>"},
+            {"role":"user","content":[{"type":"text","text":"Hello world"}]},
+            {"role":"user","content":{"odd":"shape of content"}}]}"#
+            .as_bytes();
+        let exact = TokenCounting::default();
+        let bound = exact.upper_bound();
+        let (e, b) = (
+            super::estimate_chat(body, &exact),
+            super::estimate_chat(body, &bound),
+        );
+        assert!(b.input >= e.input, "{b:?} < {e:?}");
+        assert_eq!(b.output, e.output);
+        let embed = br#"{"input":["Hello world","ok"]}"#;
+        assert!(
+            estimate_embeddings(embed, &bound).input >= estimate_embeddings(embed, &exact).input
+        );
     }
 
     #[test]
