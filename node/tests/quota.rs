@@ -435,3 +435,40 @@ async fn the_leader_plans_a_bigger_rate_share_for_the_node_the_demand_is_on() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_actor_leases_the_next_slice_before_the_current_one_runs_dry() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    let (id, secret) = key_with(&node, json!({"calls": {"limit": 1000, "period": "total"}})).await;
+    let body = json!({"model": "chat-default", "messages": user_message()});
+    // One node: slices of 250. Three quarters into the first, the next one is leased.
+    for _ in 0..200 {
+        assert_eq!(chat(&node, &secret, body.clone()).await.status(), 200);
+    }
+    let mut view = (0, 0, 0);
+    for _ in 0..100 {
+        view = budget_view(&node, &id, "calls").await;
+        if view.1 == 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        view,
+        (0, 500, 500),
+        "the current slice and the next are leased"
+    );
+    // Renewals stop where the budget ends: it is spent to exactly its limit.
+    let mut admitted = 200;
+    loop {
+        match chat(&node, &secret, body.clone()).await.status().as_u16() {
+            200 => admitted += 1,
+            429 => break,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(admitted <= 1000, "over the budget");
+    }
+    assert_eq!(admitted, 1000);
+    node.shutdown().await;
+}

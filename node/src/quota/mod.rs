@@ -18,6 +18,7 @@
 //! came from (otherwise it stays counted, which strands but never over-admits).
 
 mod bucket;
+mod key_actor;
 mod marks;
 pub(crate) mod rates;
 pub(crate) mod tap;
@@ -77,11 +78,18 @@ struct KeyQuota {
     asked_tokens: AtomicU64,
     /// Unix seconds of the last admission.
     last_used: AtomicU64,
+    /// The key's actor, spawned when a slice first needs renewing.
+    actor: tokio::sync::OnceCell<ractor::ActorRef<key_actor::KeyMsg>>,
 }
 
 #[derive(Default)]
 struct Slot {
+    /// The lease admissions spend from. Lock order: `held`, then `next`.
     held: Mutex<Option<HeldLease>>,
+    /// The next slice, leased by the key actor before `held` runs dry.
+    next: Mutex<Option<HeldLease>>,
+    /// A renewal is asked for or under way.
+    renewing: std::sync::atomic::AtomicBool,
     /// Serialises refills: one grant at a time per budget on this node.
     refill: tokio::sync::Mutex<()>,
 }
@@ -113,8 +121,9 @@ impl HeldLease {
 
 /// What a lease this node holds said to an admission.
 enum Held {
-    /// Admitted from lease `0`; `1`: raise that lease's mark to this, in the background.
-    Admitted(u64, Option<u64>),
+    /// Admitted from lease `0`; `1`: raise that lease's mark to this, in the background;
+    /// `2`: the lease is three quarters used, ask the key actor for the next one.
+    Admitted(u64, Option<u64>, bool),
     /// The slice has room but the persisted mark does not.
     NeedsMark,
     /// No lease, a lease of a past period, or one without room.
@@ -129,6 +138,20 @@ struct Rates {
     /// Requests and tokens per minute asked of this node (admitted or not), smoothed: the
     /// demand it gossips to the rate planner.
     demand: (f64, f64),
+}
+
+impl KeyQuota {
+    /// Every lease of the key, current and next, taken out of its slots.
+    fn take_leases(&self) -> Vec<HeldLease> {
+        self.slots
+            .iter()
+            .flat_map(|slot| {
+                let current = slot.held.lock().expect("quota lock").take();
+                let next = slot.next.lock().expect("quota lock").take();
+                current.into_iter().chain(next)
+            })
+            .collect()
+    }
 }
 
 fn slot_index(dimension: Dimension) -> usize {
@@ -485,40 +508,68 @@ impl Quotas {
         let period = budget.period.id_at(unix_now());
         let try_held = || {
             let mut held = slot.held.lock().expect("quota lock");
-            match held.as_mut() {
-                Some(lease)
-                    if lease.budget.period == period
-                        && lease.used.saturating_add(units) <= lease.slice =>
-                {
-                    if lease.used.saturating_add(units) > lease.mark {
-                        return Held::NeedsMark;
+            loop {
+                match held.as_mut() {
+                    Some(lease)
+                        if lease.budget.period == period
+                            && lease.used.saturating_add(units) <= lease.slice =>
+                    {
+                        if lease.used.saturating_add(units) > lease.mark {
+                            return Held::NeedsMark;
+                        }
+                        lease.used += units;
+                        // Raise the mark before admissions reach it, so they rarely wait for
+                        // disk.
+                        let step = mark_step(lease.slice);
+                        let low = lease.mark < lease.slice && lease.mark - lease.used <= step / 2;
+                        let raise = (low && !lease.raising).then(|| {
+                            lease.raising = true;
+                            (lease.mark + step).min(lease.slice)
+                        });
+                        // Renew before running dry, once per slice.
+                        let renew = lease.used.saturating_mul(4) >= lease.slice.saturating_mul(3)
+                            && slot.next.lock().expect("quota lock").is_none()
+                            && !slot.renewing.swap(true, Ordering::AcqRel);
+                        return Held::Admitted(lease.id, raise, renew);
                     }
-                    lease.used += units;
-                    // Raise the mark before admissions reach it, so they rarely wait for disk.
-                    let step = mark_step(lease.slice);
-                    let low = lease.mark < lease.slice && lease.mark - lease.used <= step / 2;
-                    let raise = (low && !lease.raising).then(|| {
-                        lease.raising = true;
-                        (lease.mark + step).min(lease.slice)
-                    });
-                    Held::Admitted(lease.id, raise)
+                    _ => {
+                        // The current slice is spent (or of a past period): the next one, if
+                        // the key actor has leased it, takes its place without a Raft write.
+                        let next = slot.next.lock().expect("quota lock").take();
+                        match next {
+                            Some(next) if next.budget.period == period => {
+                                if let Some(spent) = held.replace(next) {
+                                    self.close_soon(spent);
+                                }
+                            }
+                            Some(stale) => {
+                                self.close_soon(stale);
+                                return Held::Empty;
+                            }
+                            None => return Held::Empty,
+                        }
+                    }
                 }
-                _ => Held::Empty,
             }
         };
-        if let Held::Admitted(lease, raise) = try_held() {
+        let want = units.max(budget.limit / (4 * voters as u64)).max(1);
+        let admitted = |lease: u64, raise: Option<u64>, renew: bool| {
             if let Some(mark) = raise {
                 self.raise_soon(Arc::clone(quota), slot_at, lease, mark);
             }
+            if renew {
+                self.renew_soon(key, quota, slot_at, dimension, period, want);
+            }
+        };
+        if let Held::Admitted(lease, raise, renew) = try_held() {
+            admitted(lease, raise, renew);
             return Ok(Some(lease));
         }
         let _refilling = slot.refill.lock().await;
         for _ in 0..3 {
             match try_held() {
-                Held::Admitted(lease, raise) => {
-                    if let Some(mark) = raise {
-                        self.raise_soon(Arc::clone(quota), slot_at, lease, mark);
-                    }
+                Held::Admitted(lease, raise, renew) => {
+                    admitted(lease, raise, renew);
                     return Ok(Some(lease));
                 }
                 Held::NeedsMark => self.raise_now(slot, units).await?,
@@ -539,8 +590,7 @@ impl Quotas {
         let spent = slot.held.lock().expect("quota lock").take();
         let release = spent.map(|old| (old.budget, old.id, old.used));
         // A slice big enough that a busy key writes to Raft rarely, small enough that the
-        // other nodes still find some left: a quarter of the limit per voter.
-        let want = units.max(budget.limit / (4 * voters as u64)).max(1);
+        // other nodes still find some left: a quarter of the limit per voter (`want`).
         let budget_key = BudgetKey {
             key: key.id.clone(),
             dimension,
@@ -607,6 +657,49 @@ impl Quotas {
                 Err(ApiError::QuotaUnavailable(error.to_string()))
             }
         }
+    }
+
+    /// Asks the key's actor (spawning it the first time) to lease the next slice of a budget.
+    fn renew_soon(
+        &self,
+        key: &KeyRecord,
+        quota: &Arc<KeyQuota>,
+        slot: usize,
+        dimension: Dimension,
+        period: u64,
+        want: u64,
+    ) {
+        let args = key_actor::KeyActorState {
+            cluster: self.cluster.clone(),
+            node: self.node,
+            marks: Arc::clone(&self.marks),
+            quota: Arc::clone(quota),
+        };
+        let budget = BudgetKey {
+            key: key.id.clone(),
+            dimension,
+            period,
+        };
+        let quota = Arc::clone(quota);
+        tokio::spawn(async move {
+            let actor = quota
+                .actor
+                .get_or_try_init(|| async {
+                    ractor::Actor::spawn(None, key_actor::KeyActor, args)
+                        .await
+                        .map(|(actor, _)| actor)
+                })
+                .await;
+            let sent = match actor {
+                Ok(actor) => actor
+                    .cast(key_actor::KeyMsg::Renew { slot, budget, want })
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if !sent {
+                quota.slots[slot].renewing.store(false, Ordering::Release);
+            }
+        });
     }
 
     /// Persists `mark` for `lease`, off the async threads.
@@ -743,11 +836,10 @@ impl Quotas {
             .keys
             .iter()
             .flat_map(|entry| {
-                entry
-                    .slots
-                    .iter()
-                    .filter_map(|slot| slot.held.lock().expect("quota lock").take())
-                    .collect::<Vec<_>>()
+                if let Some(actor) = entry.actor.get() {
+                    actor.stop(None);
+                }
+                entry.take_leases()
             })
             .collect();
         if held.is_empty() {
@@ -791,10 +883,11 @@ impl Quotas {
             .collect();
         for key in idle {
             if let Some((_, quota)) = self.keys.remove(&key) {
-                for slot in &quota.slots {
-                    if let Some(lease) = slot.held.lock().expect("quota lock").take() {
-                        self.close_soon(lease);
-                    }
+                if let Some(actor) = quota.actor.get() {
+                    actor.stop(Some("idle".to_owned()));
+                }
+                for lease in quota.take_leases() {
+                    self.close_soon(lease);
                 }
             }
         }
