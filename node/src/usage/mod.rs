@@ -2,7 +2,7 @@
 //! key and capability on this node, for `GET /admin/v1/usage`.
 //!
 //! Per node, not replicated: the cluster-wide usage ledger (batches committed through Raft,
-//! spooled to disk until acknowledged) belongs to the quota issue. Totals here start from
+//! spooled to disk until acknowledged) is not built yet. Totals here start from
 //! zero when the node starts. The mutex is held for a map update, never across an await.
 
 pub(crate) mod audio;
