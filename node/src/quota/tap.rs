@@ -22,7 +22,7 @@ use super::tokens::TokenCounting;
 const WINDOW: usize = 16 * 1024;
 /// An event longer than this is not an OpenAI chunk: the rest of the stream passes unread.
 const MAX_EVENT: usize = 1024 * 1024;
-/// Streamed text kept for counting when no usage arrives; beyond it, 4 bytes count a token.
+/// Chunks kept for counting their text when no usage arrives; beyond it, 4 bytes count a token.
 const MAX_TEXT: usize = 256 * 1024;
 
 /// Tokens the upstream reports (or the gateway counted).
@@ -92,8 +92,9 @@ pub(crate) struct UsageTap {
     head: Vec<u8>,
     tail: BytesMut,
     usage: Option<Usage>,
-    streamed_text: String,
-    /// Tokens estimated for text beyond `MAX_TEXT`.
+    /// The `data:` payloads of the chunks without usage, one per line (up to `MAX_TEXT`).
+    unread: Vec<u8>,
+    /// Tokens estimated for chunks beyond `MAX_TEXT`.
     text_overflow: u64,
     /// Bytes at the start of `partial` known to hold no event end.
     scanned: usize,
@@ -124,7 +125,7 @@ impl UsageTap {
             head: Vec::new(),
             tail: BytesMut::new(),
             usage: None,
-            streamed_text: String::new(),
+            unread: Vec::new(),
             text_overflow: 0,
             scanned: 0,
             opaque: false,
@@ -145,24 +146,30 @@ impl UsageTap {
                 let Some(data) = line.strip_prefix(b"data:") else {
                     continue;
                 };
-                let Ok(chunk) = serde_json::from_slice::<WithUsage>(data.trim_ascii()) else {
+                let data = data.trim_ascii();
+                // Most chunks carry text only: keep them as they are, read only if no usage
+                // ever comes. Only a chunk that names `usage` is parsed here.
+                if memchr::memmem::find(data, b"\"usage\"").is_none() {
+                    if self.unread.len() + data.len() < MAX_TEXT {
+                        self.unread.extend_from_slice(data);
+                        self.unread.push(b'\n');
+                    } else {
+                        self.text_overflow += data.len() as u64 / 4;
+                    }
+                    continue;
+                }
+                let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
                     continue;
                 };
-                for choice in chunk.choices.iter().flatten() {
-                    if let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
-                        if self.streamed_text.len() + text.len() <= MAX_TEXT {
-                            self.streamed_text.push_str(text);
-                        } else {
-                            self.text_overflow += text.len() as u64 / 4;
-                        }
-                    }
-                }
                 if let Some(usage) = chunk.usage {
                     self.usage = Some(usage.into());
                     let usage_only = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
                     if self.strip_usage_chunk && usage_only {
                         keep = false;
                     }
+                } else if self.unread.len() + data.len() < MAX_TEXT {
+                    self.unread.extend_from_slice(data);
+                    self.unread.push(b'\n');
                 }
             }
             if keep {
@@ -189,14 +196,31 @@ impl UsageTap {
         }
         if let Some(settle) = self.settle.take() {
             let usage = self.usage.or_else(|| {
-                (!self.opaque && !self.streamed_text.is_empty()).then(|| Usage {
+                let text = self.streamed_text();
+                (!self.opaque && !text.is_empty()).then(|| Usage {
                     input: self.estimated_input,
-                    output: self.counting.count(&self.streamed_text) + self.text_overflow,
+                    output: self.counting.count(&text) + self.text_overflow,
                     cached: 0,
                 })
             });
             settle(usage);
         }
+    }
+
+    /// The text of the chunks kept unread, for a stream whose usage never came.
+    fn streamed_text(&self) -> String {
+        let mut text = String::new();
+        for data in self.unread.split(|b| *b == b'\n') {
+            let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
+                continue;
+            };
+            for choice in chunk.choices.iter().flatten() {
+                if let Some(content) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
+                    text.push_str(content);
+                }
+            }
+        }
+        text
     }
 }
 
