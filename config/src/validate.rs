@@ -991,47 +991,64 @@ impl Validator<'_> {
             );
             return None;
         }
-        let mut names = Vec::with_capacity(list.len());
+        Some(
+            match self.names_or_all(list, &models_key, "model", "model", model_names)? {
+                None => ModelAccess::All,
+                Some(names) => ModelAccess::Only(names),
+            },
+        )
+    }
+
+    /// A list of declared names, each once, or `["*"]` for all of them (`Some(None)`); `None`
+    /// when an entry is wrong (each reported). `noun` names an entry in messages ("model",
+    /// "MCP server"), `short` in the duplicate message ("model", "server").
+    pub(super) fn names_or_all(
+        &mut self,
+        list: &[Text],
+        list_key: &str,
+        noun: &str,
+        short: &str,
+        declared: &Declared<'_>,
+    ) -> Option<Option<Vec<String>>> {
+        let mut names: Vec<String> = Vec::with_capacity(list.len());
         let mut ok = true;
         for (i, item) in list.iter().enumerate() {
-            let item_key = format!("{models_key}[{i}]");
+            let item_key = format!("{list_key}[{i}]");
             let name = item.value.as_str();
             if name == "*" {
                 if list.len() > 1 {
                     self.report(
                         &item.span,
                         &item_key,
-                        "\"*\" must be the only entry; expected either [\"*\"] or a list of model names",
+                        format!(
+                            "\"*\" must be the only entry; expected either [\"*\"] or a list of {noun} names"
+                        ),
                     );
                     ok = false;
                 }
-            } else if !model_names.contains(name) {
+            } else if !declared.contains(name) {
                 self.report(
                     &item.span,
                     &item_key,
-                    format!("unknown model {name:?}; {}", model_names.expected()),
+                    format!("unknown {noun} {name:?}; {}", declared.expected()),
                 );
                 ok = false;
-            } else if names.contains(&name) {
+            } else if names.iter().any(|n| n == name) {
                 self.report(
                     &item.span,
                     &item_key,
-                    format!("duplicate model {name:?}; expected each model once"),
+                    format!("duplicate {noun} {name:?}; expected each {short} once"),
                 );
                 ok = false;
             } else {
-                names.push(name);
+                names.push(name.to_owned());
             }
         }
         if !ok {
             return None;
         }
-        if names.is_empty() {
-            return Some(ModelAccess::All);
-        }
-        Some(ModelAccess::Only(
-            names.into_iter().map(str::to_owned).collect(),
-        ))
+        let all = list.len() == 1 && list[0].value == "*";
+        Some((!all).then_some(names))
     }
 
     /// Records `text` as seen; false (with an error) if it was seen before.

@@ -186,44 +186,7 @@ impl Validator<'_> {
         key: &str,
         servers: &Declared<'_>,
     ) -> Option<Option<Vec<String>>> {
-        let list = raw.get_ref();
         let list_key = format!("{key}.mcp_servers");
-        let mut names: Vec<String> = Vec::with_capacity(list.len());
-        let mut ok = true;
-        for (i, item) in list.iter().enumerate() {
-            let item_key = format!("{list_key}[{i}]");
-            let name = item.value.as_str();
-            if name == "*" {
-                if list.len() > 1 {
-                    self.report(
-                        &item.span,
-                        &item_key,
-                        "\"*\" must be the only entry; expected either [\"*\"] or a list of MCP server names",
-                    );
-                    ok = false;
-                }
-            } else if !servers.contains(name) {
-                self.report(
-                    &item.span,
-                    &item_key,
-                    format!("unknown MCP server {name:?}; {}", servers.expected()),
-                );
-                ok = false;
-            } else if names.iter().any(|n| n == name) {
-                self.report(
-                    &item.span,
-                    &item_key,
-                    format!("duplicate MCP server {name:?}; expected each server once"),
-                );
-                ok = false;
-            } else {
-                names.push(name.to_owned());
-            }
-        }
-        if !ok {
-            return None;
-        }
-        let all = list.len() == 1 && list[0].value == "*";
-        Some(if all { None } else { Some(names) })
+        self.names_or_all(raw.get_ref(), &list_key, "MCP server", "server", servers)
     }
 }

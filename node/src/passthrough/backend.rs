@@ -7,13 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_config::{BackendSettings, Backends};
-use axum::body::Body;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::openai::ApiError;
 use crate::usage::Capability;
@@ -24,7 +19,7 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// then streams for as long as both sides keep it open.
 pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(crate) type PassClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub(crate) type PassClient = crate::proxy::HttpsClient;
 
 /// What a client addresses in the path: `/v1/mcp/{name}`, `/v1/agent/{type}`,
 /// `/v1/sandboxes/{name}`.
@@ -163,7 +158,7 @@ pub(crate) struct BackendTable {
 impl BackendTable {
     /// The table of `backends`, with a new client.
     pub fn build(backends: &Backends) -> Result<Self, String> {
-        Self::with_client(backends, new_client())
+        Self::with_client(backends, crate::proxy::build_client(CONNECT_TIMEOUT))
     }
 
     /// The table of `backends`, keeping `client`'s connection pool.
@@ -181,29 +176,18 @@ impl BackendTable {
         })
     }
 
-    pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Backend>> {
-        match kind {
+    /// The backend of `kind` called `name`; 404 in OpenAI's shape when there is none.
+    pub fn get(&self, kind: Kind, name: &str) -> Result<Arc<Backend>, ApiError> {
+        let found = match kind {
             Kind::Mcp => self.mcp_servers.get(name),
             Kind::Agent => self.agents.get(name),
             Kind::Sandbox => self.sandboxes.get(name),
-        }
+        };
+        found.cloned().ok_or_else(|| ApiError::UnknownBackend {
+            what: kind.what(),
+            name: name.to_owned(),
+        })
     }
-}
-
-fn new_client() -> PassClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
 }
 
 #[cfg(test)]

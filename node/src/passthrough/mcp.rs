@@ -40,13 +40,7 @@ pub(super) async fn handle(
     let target = Target::of(Kind::Mcp, &parts.uri)?;
     let key = authenticate(&state, &mut parts, false).await?;
     let backends = state.passthrough.load_full();
-    let backend = backends
-        .get(Kind::Mcp, &target.name)
-        .cloned()
-        .ok_or_else(|| ApiError::UnknownBackend {
-            what: Kind::Mcp.what(),
-            name: target.name.clone(),
-        })?;
+    let backend = backends.get(Kind::Mcp, &target.name)?;
     if !key.may_use_mcp_server(&target.name) {
         return Err(ApiError::BackendNotAllowed {
             what: Kind::Mcp.what(),

@@ -67,14 +67,7 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
     let websocket = websocket::is_upgrade(&parts.headers);
     let key = authenticate(state, &mut parts, websocket).await?;
     let backends = state.passthrough.load_full();
-    let backend =
-        backends
-            .get(kind, &target.name)
-            .cloned()
-            .ok_or_else(|| ApiError::UnknownBackend {
-                what: kind.what(),
-                name: target.name.clone(),
-            })?;
+    let backend = backends.get(kind, &target.name)?;
     let admission = admit_call(state, &key).await?;
     // The gateway key never goes further, whichever way it came.
     let query = query::without(target.query.as_deref(), query::API_KEY);

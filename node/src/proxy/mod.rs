@@ -32,7 +32,7 @@ use tokio::time::Instant;
 pub(crate) use routes::{ModelRoute, RouteTable, RouteTarget};
 #[allow(unused_imports)] // mounted by the admin listener (cluster issue)
 pub(crate) use status::upstreams_status;
-pub(crate) use upstream::UpstreamEndpoint;
+pub(crate) use upstream::{HttpsClient, UpstreamEndpoint, build_client};
 
 use crate::openai::{ApiError, error_body};
 use crate::state::AppState;
