@@ -345,7 +345,8 @@ impl Quotas {
         }
         let quota = self.keys.entry(key.id.clone()).or_default().value().clone();
         quota.last_used.store(unix_now(), Ordering::Relaxed);
-        let voters = self.cluster.state().load().voters;
+        let snapshot = self.cluster.state().load();
+        let voters = snapshot.voters;
         let mut admission = Admission {
             quota: Some(Arc::clone(&quota)),
             estimate,
@@ -369,7 +370,7 @@ impl Quotas {
             admission.holds_concurrency = true;
         }
 
-        self.take_rates(key, &quota, voters, &mut admission)?;
+        self.take_rates(key, &quota, &snapshot, &mut admission)?;
 
         for dimension in Dimension::ALL {
             let Some(budget) = limits.budget(dimension) else {
@@ -399,9 +400,10 @@ impl Quotas {
         &self,
         key: &KeyRecord,
         quota: &KeyQuota,
-        voters: usize,
+        snapshot: &aigw_cluster::StateSnapshot,
         admission: &mut Admission,
     ) -> Result<(), ApiError> {
+        let voters = snapshot.voters;
         let now = Instant::now();
         let tokens = admission
             .estimate
@@ -415,7 +417,6 @@ impl Quotas {
             .asked_tokens
             .fetch_add(tokens as u64, Ordering::Relaxed);
         // This node's share: the leader's plan for this moment, else the even split.
-        let snapshot = self.cluster.state().load();
         let plans = snapshot.rate_plans.get(&key.id);
         let clock = rates::now_ms();
         let share = |limit: u64, rate: rates::Rate| {
