@@ -1,9 +1,8 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
-use http::HeaderMap;
 
 use super::ApiError;
 use super::auth::Caller;
@@ -17,22 +16,27 @@ use crate::{proxy, quota};
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(key): Caller,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_limited(&headers, body, state.max_body_bytes).await?;
+    // The request's own headers, borrowed: a `HeaderMap` extractor would clone every one.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let body = read_limited(headers, body, state.max_body_bytes).await?;
     let fields = RoutingFields::parse(&body)?;
     let routes = state.routes.load_full();
     let route = routed::route_for(&routes, &key, &fields.model)?;
-    let session = routed::sticky_session(route, &fields.model, &headers, fields.user.as_deref());
-    // Only a key with limits pays for admission, and only token limits for the estimate.
-    let admission = quota::admit(&state, &key, |exact| {
-        let counting = if exact {
-            route.tokens
+    let session = routed::sticky_session(route, &fields.model, headers, fields.user.as_deref());
+    // Only a key with limits pays for admission, and only token limits for the estimate: first
+    // a bound that needs no second parse of the body, then tiktoken if the bound is refused.
+    let mut admission = quota::admit(&state, &key, |exact| {
+        if exact {
+            quota::tokens::estimate_chat(&body, &route.tokens)
         } else {
-            route.tokens.upper_bound()
-        };
-        quota::tokens::estimate_chat(&body, &counting)
+            quota::tokens::Estimate {
+                input: quota::tokens::chat_input_bound(&body),
+                output: fields.max_output.unwrap_or(route.tokens.default_output),
+            }
+        }
     })
     .await?;
     // The gateway meters every stream's usage (and settles token limits with it): it asks for
@@ -65,8 +69,8 @@ pub(super) async fn create(
         "chat completion"
     );
     let mut response = forwarded.response;
-    if let Some(admission) = &admission {
-        response.headers_mut().extend(admission.headers().clone());
+    if let Some(admission) = &mut admission {
+        response.headers_mut().extend(admission.take_headers());
     }
     if !response.status().is_success() {
         // Nothing was generated: the tokens come back, the call stays counted.

@@ -23,7 +23,7 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
-    let (forwarded, admission) = route_json(
+    let (forwarded, mut admission) = route_json(
         &state,
         &key,
         &headers,
@@ -36,8 +36,8 @@ pub(super) async fn create(
     if !response.status().is_success() {
         return Ok(quota::settle_on_end(admission, response, |_| None));
     }
-    if let Some(admission) = &admission {
-        response.headers_mut().extend(admission.headers().clone());
+    if let Some(admission) = &mut admission {
+        response.headers_mut().extend(admission.take_headers());
     }
     let meter = state.clone();
     let key_id = key.id.clone();

@@ -153,12 +153,12 @@ fn finish(
     key: &KeyRecord,
     kind: Kind,
     target: &Target,
-    admission: Option<crate::quota::Admission>,
+    mut admission: Option<crate::quota::Admission>,
     answer: Result<Response, ApiError>,
 ) -> Result<Response, ApiError> {
     let rate_headers: HeaderMap = admission
-        .as_ref()
-        .map(|a| a.headers().clone())
+        .as_mut()
+        .map(crate::quota::Admission::take_headers)
         .unwrap_or_default();
     if let Some(admission) = admission {
         admission.settle(Some(crate::quota::tap::Usage::default()));

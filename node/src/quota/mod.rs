@@ -218,9 +218,9 @@ impl Admission {
         self.estimate.input
     }
 
-    /// The `x-ratelimit-*` headers for the response.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    /// The `x-ratelimit-*` headers for the response, moved out (a second call gets none).
+    pub fn take_headers(&mut self) -> HeaderMap {
+        std::mem::take(&mut self.headers)
     }
 
     /// Reconciles the reservations with what was used (`None`: unknown, keep them all).
@@ -272,7 +272,7 @@ impl Drop for Admission {
 /// `estimate` runs only when the key has token limits (a key with none pays no tokenizer),
 /// first with an upper bound that costs nothing to compute; only a request that the bound
 /// would have refused is estimated again with tiktoken (`exact`) and tried once more, so exact
-/// counting is paid where a limit is close.
+/// counting (and the vocabulary's memory, loaded then) is paid where a limit is close.
 pub(crate) async fn admit(
     state: &crate::state::AppState,
     key: &KeyRecord,
@@ -284,9 +284,11 @@ pub(crate) async fn admit(
     if !key.limits.counts_tokens() {
         return Ok(Some(quotas.admit(key, Estimate::calls_only()).await?));
     }
-    tokens::warm_up_once(|| state.routes.load().tokenizers());
     match quotas.admit(key, estimate(false)).await {
-        Err(ApiError::Refused { .. }) => Ok(Some(quotas.admit(key, estimate(true)).await?)),
+        Err(ApiError::Refused { .. }) => {
+            tokens::load(state.routes.load().tokenizers()).await;
+            Ok(Some(quotas.admit(key, estimate(true)).await?))
+        }
         admitted => Ok(Some(admitted?)),
     }
 }
@@ -295,14 +297,14 @@ pub(crate) async fn admit(
 /// usage `usage` reads from the body's ends (`None`: unknown, the reservation stands). An
 /// upstream error settles at once with no tokens: nothing was generated, the call counts.
 pub(crate) fn settle_on_end(
-    admission: Option<Admission>,
+    mut admission: Option<Admission>,
     mut response: axum::response::Response,
     usage: impl FnOnce(&crate::proxy::tap::BodyEnds) -> Option<Usage> + Send + 'static,
 ) -> axum::response::Response {
-    let Some(admission) = admission else {
+    let Some(mut admission) = admission.take() else {
         return response;
     };
-    response.headers_mut().extend(admission.headers().clone());
+    response.headers_mut().extend(admission.take_headers());
     if !response.status().is_success() {
         admission.settle(Some(Usage::default()));
         return response;
@@ -953,35 +955,39 @@ pub(crate) struct LocalRates {
 /// OpenAI's rate-limit headers for this node's share of the key's RPM and TPM.
 fn rate_headers(rates: &mut Rates, key: &KeyRecord, now: Instant) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
     if let (Some(limit), Some((_, bucket))) = (key.limits.rpm, rates.rpm.as_mut()) {
-        put("x-ratelimit-limit-requests", limit.to_string());
-        put(
-            "x-ratelimit-remaining-requests",
-            bucket.remaining(now).to_string(),
-        );
-        put(
-            "x-ratelimit-reset-requests",
-            seconds(bucket.until_full(now)),
-        );
+        headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
+        headers.insert(REMAINING_REQUESTS, HeaderValue::from(bucket.remaining(now)));
+        headers.insert(RESET_REQUESTS, seconds(bucket.until_full(now)));
     }
     if let (Some(limit), Some((_, bucket))) = (key.limits.tpm, rates.tpm.as_mut()) {
-        put("x-ratelimit-limit-tokens", limit.to_string());
-        put(
-            "x-ratelimit-remaining-tokens",
-            bucket.remaining(now).to_string(),
-        );
-        put("x-ratelimit-reset-tokens", seconds(bucket.until_full(now)));
+        headers.insert(LIMIT_TOKENS, HeaderValue::from(limit));
+        headers.insert(REMAINING_TOKENS, HeaderValue::from(bucket.remaining(now)));
+        headers.insert(RESET_TOKENS, seconds(bucket.until_full(now)));
     }
     headers
 }
 
-fn seconds(duration: Duration) -> String {
-    format!("{:.3}s", duration.as_secs_f64())
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// `duration` as OpenAI writes it, seconds with three decimals (`"1.250s"`), rounded to the
+/// millisecond, without `format!`: this runs for every admitted request of a rate-limited key.
+fn seconds(duration: Duration) -> HeaderValue {
+    let millis = duration.as_nanos().saturating_add(500_000) / 1_000_000;
+    let (whole, frac) = (millis / 1000, (millis % 1000) as u16);
+    let mut text = String::with_capacity(24);
+    text.push_str(itoa::Buffer::new().format(whole));
+    text.push('.');
+    text.push(char::from(b'0' + (frac / 100) as u8));
+    text.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    text.push(char::from(b'0' + (frac % 10) as u8));
+    text.push('s');
+    HeaderValue::try_from(text).expect("digits, a dot and an s are a valid header value")
 }
 
 fn retry_after(wait: Duration) -> HeaderMap {

@@ -194,16 +194,31 @@ impl UsageTap {
         if !self.event_stream && self.usage.is_none() {
             self.usage = usage_in(&self.tail).or_else(|| usage_in(&self.head));
         }
-        if let Some(settle) = self.settle.take() {
-            let usage = self.usage.or_else(|| {
-                let text = self.streamed_text();
-                (!self.opaque && !text.is_empty()).then(|| Usage {
-                    input: self.estimated_input,
-                    output: self.counting.count(&text) + self.text_overflow,
-                    cached: 0,
-                })
-            });
-            settle(usage);
+        let Some(settle) = self.settle.take() else {
+            return;
+        };
+        let text = match self.usage {
+            Some(_) => String::new(),
+            None if self.opaque => String::new(),
+            None => self.streamed_text(),
+        };
+        if text.is_empty() {
+            settle(self.usage);
+            return;
+        }
+        let (counting, input, overflow) = (self.counting, self.estimated_input, self.text_overflow);
+        let count = move || {
+            settle(Some(Usage {
+                input,
+                output: counting.count(&text) + overflow,
+                cached: 0,
+            }))
+        };
+        // Counting a long answer with tiktoken (and, the first time, loading its vocabulary)
+        // is blocking work: not on the thread that relays streams.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if counting.exact => drop(runtime.spawn_blocking(count)),
+            _ => count(),
         }
     }
 
@@ -327,8 +342,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     async fn run(body: &'static str, sse: bool, strip: bool) -> (String, Option<Usage>) {
-        let seen = Arc::new(Mutex::new(None));
-        let slot = Arc::clone(&seen);
+        let (settled, usage) = tokio::sync::oneshot::channel();
         let tap = UsageTap::new(
             Body::from(body),
             TapOptions {
@@ -337,10 +351,13 @@ mod tests {
                 counting: TokenCounting::default(),
                 estimated_input: 12,
             },
-            Box::new(move |u| *slot.lock().unwrap() = Some(u)),
+            Box::new(move |u| {
+                let _ = settled.send(u);
+            }),
         );
         let out = Body::new(tap).collect().await.unwrap().to_bytes();
-        let usage = seen.lock().unwrap().take().expect("settled");
+        // A count of the streamed text settles from a blocking thread, after the body ends.
+        let usage = usage.await.expect("settled");
         (String::from_utf8(out.to_vec()).unwrap(), usage)
     }
 

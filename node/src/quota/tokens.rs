@@ -3,6 +3,8 @@
 //! cl100k_base; counts for non-OpenAI models are estimates), the output reserved from
 //! `max_completion_tokens` / `max_tokens`, else the model's `default_max_tokens`, else 1024.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use aigw_config::{ModelSettings, TokenEncoding};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -124,13 +126,23 @@ impl TokenCounting {
 }
 
 fn bpe(encoding: TokenEncoding) -> &'static CoreBPE {
-    match encoding {
+    let bpe = match encoding {
         TokenEncoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
         TokenEncoding::O200kHarmony => tiktoken_rs::o200k_harmony_singleton(),
         TokenEncoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
         TokenEncoding::P50kBase => tiktoken_rs::p50k_base_singleton(),
         TokenEncoding::R50kBase => tiktoken_rs::r50k_base_singleton(),
-    }
+    };
+    LOADED[slot(encoding)].store(true, Ordering::Release);
+    bpe
+}
+
+/// An upper bound of the input tokens [`estimate_chat`] counts for `body`, in any encoding,
+/// found without parsing it: a message's text is at most its JSON-encoded bytes (a token is at
+/// least one byte) and every message is an object, so it opens with a `{` that pays for its
+/// `PER_MESSAGE`.
+pub(crate) fn chat_input_bound(body: &[u8]) -> u64 {
+    body.len() as u64 + PER_MESSAGE * memchr::memchr_iter(b'{', body).count() as u64
 }
 
 /// Estimates a chat body's tokens. A body the router accepted always parses here; anything
@@ -211,24 +223,38 @@ fn content_tokens(content: &RawValue, counting: &TokenCounting) -> u64 {
     counting.raw(content.get().len())
 }
 
-/// Loads the encodings these models use, off the request path (the first load parses the
-/// vocabulary: tens of milliseconds and megabytes). Done once, when the first key with token
-/// limits is admitted, so a node that never needs them never pays for them.
-pub(crate) fn warm_up_once(encodings: impl FnOnce() -> Vec<TokenEncoding>) {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| warm_up(encodings()));
-}
-
-fn warm_up(encodings: impl IntoIterator<Item = TokenEncoding>) {
-    let mut encodings: Vec<TokenEncoding> = encodings.into_iter().collect();
-    encodings.push(TokenEncoding::Cl100kBase);
-    encodings.sort_by_key(|e| e.as_str());
-    encodings.dedup();
-    tokio::task::spawn_blocking(move || {
-        for encoding in encodings {
+/// Loads the vocabularies of `encodings` (and cl100k_base, the fallback) on a blocking thread
+/// and waits for them. The first load of one parses it: ~100 ms and ~20 MiB for cl100k. Called
+/// before an exact count at admission, the only count on an async thread, so a node whose byte
+/// bounds are never refused and whose upstreams report usage never loads one.
+pub(crate) async fn load(encodings: Vec<TokenEncoding>) {
+    let missing: Vec<TokenEncoding> = encodings
+        .into_iter()
+        .chain([TokenEncoding::Cl100kBase])
+        .filter(|e| !LOADED[slot(*e)].load(Ordering::Acquire))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for encoding in missing {
             bpe(encoding);
         }
-    });
+    })
+    .await;
+}
+
+/// Which encodings [`bpe`] has loaded.
+static LOADED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
+
+fn slot(encoding: TokenEncoding) -> usize {
+    match encoding {
+        TokenEncoding::O200kBase => 0,
+        TokenEncoding::O200kHarmony => 1,
+        TokenEncoding::Cl100kBase => 2,
+        TokenEncoding::P50kBase => 3,
+        TokenEncoding::R50kBase => 4,
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +317,22 @@ mod tests {
         );
         assert!(b.input >= e.input, "{b:?} < {e:?}");
         assert_eq!(b.output, e.output);
+        // The chat handler's bound, which parses nothing, in every encoding; and for bodies
+        // whose messages have no text at all (each still costs PER_MESSAGE).
+        for body in [
+            body,
+            br#"{"messages":[{},{},{}]}"#,
+            br#"{"messages":[{"content":""}]}"#,
+        ] {
+            for encoding in [TokenEncoding::Cl100kBase, TokenEncoding::O200kBase] {
+                let counting = TokenCounting {
+                    encoding,
+                    ..TokenCounting::default()
+                };
+                let counted = super::estimate_chat(body, &counting).input;
+                assert!(chat_input_bound(body) >= counted, "{counted} tokens");
+            }
+        }
         let embed = br#"{"input":["Hello world","ok"]}"#;
         assert!(
             estimate_embeddings(embed, &bound).input >= estimate_embeddings(embed, &exact).input
