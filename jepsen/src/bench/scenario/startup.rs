@@ -1,9 +1,16 @@
-//! Start-up time (spawn to the first successful chat completion) and idle RSS (right after
-//! that answer), for the mock, the bare proxy and aigw, each started `plan.startups` times.
+//! Start-up time (spawn to the first successful chat completion) and idle RSS, for the mock,
+//! the bare proxy and aigw, each started `plan.startups` times. Idle RSS is read after 100
+//! more requests, once the process has gone quiet (under 20 ms of CPU in 500 ms): whatever
+//! the first requests set off in the background has then finished.
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::StartupRow;
+use crate::bench::load::closed_loop::exchange;
+use crate::bench::load::conn::Http1;
+use crate::bench::memory::wait_idle;
 use crate::bench::plan::Plan;
 use crate::bench::stack::{Env, READY_TIMEOUT, Target, wait_ready};
 
@@ -41,6 +48,13 @@ pub(crate) async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Vec<StartupRow
             let request = env.request(process.addr, false)?;
             row.times
                 .push(wait_ready(&mut process, &request, started, READY_TIMEOUT).await?);
+            let mut conn = Http1::connect(process.addr).await?;
+            for i in 1..=100 {
+                exchange(&mut conn, request.build(i, false)).await?;
+            }
+            drop(conn);
+            let quiet = wait_idle(process.pid(), Duration::from_secs(10)).await?;
+            anyhow::ensure!(quiet, "{} never went idle", process.name);
             row.idle_rss.push(process.rss()?);
         }
     }
