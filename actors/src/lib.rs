@@ -49,7 +49,7 @@ pub use rendezvous::{SessionKey, rendezvous_pick, rendezvous_score};
 pub use retry_budget::{RetryBudget, SharedRetryBudget};
 pub use session::{SessionBinding, Sessions};
 pub use upstream::{
-    Admission, Attempt, AttemptResult, Outcome, UpstreamHandle, UpstreamMsg, UpstreamPolicy,
-    UpstreamStatus,
+    Admission, Attempt, AttemptResult, Outcome, QUIET_FLUSH, UpstreamHandle, UpstreamMsg,
+    UpstreamPolicy, UpstreamStatus,
 };
 pub use upstreams::Upstreams;

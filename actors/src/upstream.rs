@@ -3,15 +3,20 @@
 //!
 //! The request path never awaits it. It reads the snapshot through [`UpstreamHandle`] (an
 //! `ArcSwap` load), claims half-open probe permits and counts requests in flight with atomics
-//! on the same handle, and reports each attempt's outcome by a cast when the attempt ends
-//! ([`Attempt`]). The handle outlives any one incarnation of the actor: a restarted actor
+//! on the same handle, and reports each attempt's outcome when the attempt ends ([`Attempt`]):
+//! failures and probe results by a cast at once; plain successes, the bulk of the traffic,
+//! into a queue on the handle that the actor folds in within [`QUIET_FLUSH`], and before any
+//! outcome reported after them (outcomes are numbered, so the order is kept). A cast per
+//! success would wake the actor's task, often on the other worker thread, for every request
+//! (BENCHMARKS.md). The handle outlives any one incarnation of the actor: a restarted actor
 //! starts from the last snapshot it published, and the atomics carry on untouched.
 //!
 //! Decisions are pure methods of [`UpstreamStatus`] (tested below without a runtime); the
 //! actor does the effects around them: timers, probe tasks, publishing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aigw_config::{BreakerSettings, HealthCheckSettings, UpstreamSettings};
@@ -26,6 +31,12 @@ use crate::ewma::Ewma;
 use crate::health::{Health, HealthProbe, ProbeResult, ProbeTracker};
 use crate::mailbox::Mailbox;
 use crate::outlier::OutlierDetector;
+
+/// How long a success may wait in the handle's queue before the actor folds it in.
+pub const QUIET_FLUSH: Duration = Duration::from_millis(20);
+/// Successes queued beyond this (the actor down or far behind) are dropped: they only refine
+/// the latency average and the failure rate's denominator.
+const QUIET_MAX: usize = 4096;
 
 /// The settings the actor decides with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +215,11 @@ pub struct UpstreamHandle {
     probe_permits: AtomicU32,
     peers_down: AtomicU32,
     restarts: AtomicU32,
+    /// Plain successes not yet folded in, with their place among all reported outcomes, and
+    /// whether a flush of them is due.
+    quiet: Mutex<VecDeque<(u64, Outcome)>>,
+    reported: AtomicU64,
+    flush_due: AtomicBool,
     mailbox: Mailbox<UpstreamMsg>,
 }
 
@@ -227,6 +243,9 @@ impl UpstreamHandle {
             probe_permits: AtomicU32::new(0),
             peers_down: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
+            quiet: Mutex::new(VecDeque::new()),
+            reported: AtomicU64::new(0),
+            flush_due: AtomicBool::new(false),
             mailbox: Mailbox::empty(),
         })
     }
@@ -331,6 +350,37 @@ impl UpstreamHandle {
         self.mailbox.cast(message)
     }
 
+    /// Queues a plain success; only the first one after a flush costs a cast (which arms the
+    /// next flush), so the actor wakes about once per [`QUIET_FLUSH`] under load, not per
+    /// request.
+    fn report_quiet(&self, outcome: Outcome) {
+        {
+            // Numbered under the lock, so the queue is in order.
+            let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
+            let seq = self.reported.fetch_add(1, Ordering::AcqRel);
+            if quiet.len() < QUIET_MAX {
+                quiet.push_back((seq, outcome));
+            }
+        }
+        if !self.flush_due.swap(true, Ordering::AcqRel) && !self.send(UpstreamMsg::FlushSoon) {
+            // No actor to arm: the next success tries again.
+            self.flush_due.store(false, Ordering::Release);
+        }
+    }
+
+    /// Casts a failure or a probe's result, numbered after every success queued so far.
+    fn report_now(&self, outcome: Outcome) {
+        let seq = self.reported.fetch_add(1, Ordering::AcqRel);
+        self.send(UpstreamMsg::Outcome { outcome, seq });
+    }
+
+    /// Takes the queued successes reported before `seq`, in order.
+    fn take_quiet(&self, seq: u64) -> Vec<Outcome> {
+        let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
+        let count = quiet.partition_point(|(at, _)| *at < seq);
+        quiet.drain(..count).map(|(_, outcome)| outcome).collect()
+    }
+
     fn publish(&self, status: &UpstreamStatus) {
         self.status.store(Arc::new(status.clone()));
     }
@@ -397,11 +447,16 @@ impl Attempt {
             // Says nothing about the upstream and holds no permit: nothing to tell the actor.
             return;
         }
-        self.handle.send(UpstreamMsg::Outcome(Outcome {
+        let outcome = Outcome {
             result,
             latency: self.head_latency,
             probe_epoch: self.probe_epoch,
-        }));
+        };
+        if result == AttemptResult::Success && self.probe_epoch.is_none() {
+            self.handle.report_quiet(outcome);
+        } else {
+            self.handle.report_now(outcome);
+        }
     }
 }
 
@@ -415,8 +470,13 @@ impl Drop for Attempt {
 /// Messages of the upstream actor.
 #[derive(Debug)]
 pub enum UpstreamMsg {
-    /// An attempt ended (from the request path).
-    Outcome(Outcome),
+    /// An attempt ended (from the request path): a failure or a probe's result, the `seq`-th
+    /// outcome reported.
+    Outcome { outcome: Outcome, seq: u64 },
+    /// Plain successes are queued on the handle: fold them in [`QUIET_FLUSH`] from now.
+    FlushSoon,
+    /// Fold the queued successes in now.
+    Flush,
     /// Time for an active probe (from the actor's own ticker).
     ProbeDue,
     /// An active probe ended.
@@ -457,6 +517,8 @@ impl Actor for UpstreamActor {
         // A restart resumes from the last published snapshot; a first start from the fresh
         // one the handle was created with.
         let status = (*args.handle.status()).clone();
+        // A flush the last incarnation had armed died with it: the next success re-arms one.
+        args.handle.flush_due.store(false, Ordering::Release);
         args.handle.set_actor(myself);
         Ok(UpstreamState {
             handle: args.handle,
@@ -508,14 +570,15 @@ impl Actor for UpstreamActor {
         state: &mut UpstreamState,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
-        let policy = &state.handle.policy;
+        let handle = Arc::clone(&state.handle);
+        let policy = &handle.policy;
+        let before = handle.status();
+        // Successes reported before a message are folded in before it.
         let transition = match message {
-            UpstreamMsg::Outcome(outcome) => state.status.on_outcome(&outcome, now, policy),
-            UpstreamMsg::ProbeDone(result) => {
-                state.probe_task = None;
-                state.status.on_probe(&result, now, policy)
+            UpstreamMsg::FlushSoon => {
+                myself.send_after(QUIET_FLUSH, || UpstreamMsg::Flush);
+                return Ok(());
             }
-            UpstreamMsg::OpenElapsed { epoch } => state.status.on_open_elapsed(epoch, now, policy),
             UpstreamMsg::ProbeDue => {
                 if state.probe_task.is_none() {
                     state.probe_task = Some(spawn_probe(&myself, state));
@@ -523,19 +586,44 @@ impl Actor for UpstreamActor {
                 return Ok(());
             }
             UpstreamMsg::InjectPanic => {
-                panic!(
-                    "fault injection: upstream actor `{}` panics",
-                    state.handle.id
-                )
+                panic!("fault injection: upstream actor `{}` panics", handle.id)
+            }
+            UpstreamMsg::Flush => {
+                // Disarmed before taking, so a success queued meanwhile arms the next flush.
+                handle.flush_due.store(false, Ordering::Release);
+                state.fold_quiet(&myself, now, u64::MAX);
+                Transition::None
+            }
+            UpstreamMsg::Outcome { outcome, seq } => {
+                state.fold_quiet(&myself, now, seq);
+                state.status.on_outcome(&outcome, now, policy)
+            }
+            UpstreamMsg::ProbeDone(result) => {
+                state.fold_quiet(&myself, now, u64::MAX);
+                state.probe_task = None;
+                state.status.on_probe(&result, now, policy)
+            }
+            UpstreamMsg::OpenElapsed { epoch } => {
+                state.fold_quiet(&myself, now, u64::MAX);
+                state.status.on_open_elapsed(epoch, now, policy)
             }
         };
-        let before = state.handle.status();
-        state
-            .handle
-            .apply(&myself, transition, state.status.breaker.epoch);
-        state.handle.publish(&state.status);
-        log_changes(&state.handle.id, &before, &state.status);
+        handle.apply(&myself, transition, state.status.breaker.epoch);
+        handle.publish(&state.status);
+        log_changes(&handle.id, &before, &state.status);
         Ok(())
+    }
+}
+
+impl UpstreamState {
+    /// Folds in the successes queued on the handle before the `seq`-th outcome, in the order
+    /// they were reported.
+    fn fold_quiet(&mut self, myself: &ActorRef<UpstreamMsg>, now: Instant, seq: u64) {
+        for outcome in self.handle.take_quiet(seq) {
+            let transition = self.status.on_outcome(&outcome, now, &self.handle.policy);
+            self.handle
+                .apply(myself, transition, self.status.breaker.epoch);
+        }
     }
 }
 

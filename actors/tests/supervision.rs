@@ -254,3 +254,63 @@ async fn two_nodes_in_one_process_do_not_collide_and_stopping_one_leaves_the_oth
     .await;
     two.stop().await;
 }
+
+/// Plain successes are queued on the handle instead of cast one by one: the actor folds them
+/// in within `QUIET_FLUSH`, and before any failure that came after them, so a success between
+/// failures still breaks a run of consecutive failures.
+#[tokio::test(start_paused = true)]
+async fn queued_successes_are_folded_in_within_the_flush_delay_and_before_later_failures() {
+    let policy = UpstreamPolicy {
+        health: HealthCheckSettings {
+            enabled: false,
+            ..HealthCheckSettings::default()
+        },
+        breaker: BreakerSettings {
+            consecutive_failures: 3,
+            ..BreakerSettings::default()
+        },
+    };
+    let probe = ScriptedProbe::new(PASS);
+    let actors = NodeActors::start(
+        1,
+        "test-quiet",
+        vec![spec("a", &policy, &probe), spec("b", &policy, &probe)],
+        &RoutingSettings::default(),
+    )
+    .await
+    .unwrap();
+    let a = Arc::clone(actors.upstreams().get("a").unwrap());
+    let b = Arc::clone(actors.upstreams().get("b").unwrap());
+
+    // A lone success shows within the flush delay, not at once.
+    let mut attempt = b.begin(Admission::Open).expect("admitted");
+    attempt.head_received();
+    attempt.finish(AttemptResult::Success);
+    drop(attempt);
+    tokio::task::yield_now().await;
+    assert_eq!(b.status().last_success, None, "queued, not cast");
+    tokio::time::sleep(aigw_actors::QUIET_FLUSH + Duration::from_millis(1)).await;
+    wait_until("b's success folded in", || {
+        b.status().last_success.is_some()
+    })
+    .await;
+
+    // failure, failure, success, failure: never three failures in a row.
+    fail_once(&a);
+    fail_once(&a);
+    let mut attempt = a.begin(Admission::Open).expect("admitted");
+    attempt.finish(AttemptResult::Success);
+    drop(attempt);
+    fail_once(&a);
+    wait_until("all four folded in", || a.status().last_success.is_some()).await;
+    tokio::time::sleep(aigw_actors::QUIET_FLUSH * 2).await;
+    assert_eq!(a.status().breaker.state, BreakerState::Closed);
+    // Two more failures make three in a row.
+    fail_once(&a);
+    fail_once(&a);
+    wait_until("a's breaker opened", || {
+        matches!(a.status().breaker.state, BreakerState::Open { .. })
+    })
+    .await;
+    actors.stop().await;
+}
