@@ -19,6 +19,7 @@ mod passthrough;
 mod proxy;
 mod quota;
 mod server;
+mod sse;
 mod state;
 mod usage;
 

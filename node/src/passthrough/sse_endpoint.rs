@@ -68,7 +68,7 @@ where
             self.held.extend_from_slice(&chunk);
             let mut out = BytesMut::new();
             while self.scanning {
-                let Some(end) = event_end(&self.held) else {
+                let Ok(end) = crate::sse::event_end(&self.held) else {
                     break;
                 };
                 let event = self.held.split_to(end);
@@ -106,31 +106,6 @@ where
             }
         }
     }
-}
-
-/// The end (past its blank line) of the first complete event in `buf`.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    let mut i = 0;
-    while i < buf.len() {
-        let newline = match buf[i] {
-            b'\n' => 1,
-            b'\r' if buf.get(i + 1) == Some(&b'\n') => 2,
-            b'\r' if i + 1 < buf.len() => 1,
-            // A lone `\r` at the end may be the start of `\r\n`: wait for more.
-            b'\r' => return None,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        if i == line_start {
-            return Some(i + newline);
-        }
-        i += newline;
-        line_start = i;
-    }
-    None
 }
 
 enum Scanned {
@@ -233,14 +208,5 @@ mod tests {
         .await;
         assert!(out.starts_with("event: error\r\ndata: {\"error\""), "{out}");
         assert!(!out.contains("more"), "{out}");
-    }
-
-    #[test]
-    fn events_end_at_a_blank_line_of_any_line_ending() {
-        assert_eq!(event_end(b"data: a\n\nrest"), Some(9));
-        assert_eq!(event_end(b"data: a\r\n\r\nrest"), Some(11));
-        assert_eq!(event_end(b"data: a\r\rrest"), Some(9));
-        assert_eq!(event_end(b"data: a\r\n\r"), None);
-        assert_eq!(event_end(b"data: a\n"), None);
     }
 }

@@ -96,10 +96,12 @@ pub(crate) struct UsageTap {
     unread: Vec<u8>,
     /// Tokens estimated for chunks beyond `MAX_TEXT`.
     text_overflow: u64,
-    /// Bytes at the start of `partial` known to hold no event end.
+    /// Where the search for an event end resumes in `partial`: the start of its last line.
     scanned: usize,
     /// An event outgrew `MAX_EVENT`: the stream is relayed unread and its usage is unknown.
     opaque: bool,
+    /// The upstream body ended (and what was held has been relayed).
+    ended: bool,
     /// Counts the streamed text when no usage arrives; the input is then the estimate's.
     counting: TokenCounting,
     estimated_input: u64,
@@ -129,67 +131,117 @@ impl UsageTap {
             text_overflow: 0,
             scanned: 0,
             opaque: false,
+            ended: false,
             counting: options.counting,
             estimated_input: options.estimated_input,
             settle: Some(settle),
         }
     }
 
-    /// Looks at complete events in `partial`, returns the bytes to relay.
-    fn relay_events(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
-        while let Some(end) = find_event_end(&self.partial[self.scanned..]) {
-            let event = self.partial.split_to(self.scanned + end);
-            self.scanned = 0;
-            let mut keep = true;
-            for line in event[..].split(|b| *b == b'\n') {
-                let Some(data) = line.strip_prefix(b"data:") else {
-                    continue;
-                };
-                let data = data.trim_ascii();
-                // Most chunks carry text only: keep them as they are, read only if no usage
-                // ever comes. Only a chunk that names `usage` is parsed here.
-                if memchr::memmem::find(data, b"\"usage\"").is_none() {
-                    if self.unread.len() + data.len() < MAX_TEXT {
-                        self.unread.extend_from_slice(data);
-                        self.unread.push(b'\n');
-                    } else {
-                        self.text_overflow += data.len() as u64 / 4;
-                    }
-                    continue;
+    /// Relays the complete events of what is held plus `data`, and holds an unfinished last
+    /// event. A frame that starts with an event and ends with one (every OpenAI chunk) is
+    /// relayed as it came, without a copy; bytes are copied only to hold an unfinished event or
+    /// to drop the usage-only chunk.
+    fn relay(&mut self, data: Bytes) -> Bytes {
+        let (buf, mut resume) = if self.partial.is_empty() {
+            (data, 0)
+        } else {
+            // A long event arriving in many frames is appended to, not copied again per frame.
+            self.partial.extend_from_slice(&data);
+            match crate::sse::event_end(&self.partial[self.scanned..]) {
+                Err(line) if self.partial.len() <= MAX_EVENT => {
+                    self.scanned += line;
+                    return Bytes::new();
                 }
-                let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
-                    continue;
-                };
-                if let Some(usage) = chunk.usage {
-                    self.usage = Some(usage.into());
-                    let usage_only = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
-                    if self.strip_usage_chunk && usage_only {
-                        keep = false;
-                    }
-                } else if self.unread.len() + data.len() < MAX_TEXT {
-                    self.unread.extend_from_slice(data);
-                    self.unread.push(b'\n');
-                }
+                _ => (self.partial.split().freeze(), self.scanned),
             }
-            if keep {
-                out.extend_from_slice(&event);
+        };
+        // buf[..start] is complete events; of them, buf[..relayed] is accounted for in `out`
+        // once an event has been dropped (`out` is `None` until then).
+        let mut start = 0;
+        let mut relayed = 0;
+        let mut out: Option<BytesMut> = None;
+        loop {
+            match crate::sse::event_end(&buf[resume..]) {
+                Ok(len) => {
+                    let end = resume + len;
+                    if !self.read_event(&buf[start..end]) {
+                        let out = out.get_or_insert_with(BytesMut::new);
+                        out.extend_from_slice(&buf[relayed..start]);
+                        relayed = end;
+                    }
+                    start = end;
+                    resume = end;
+                }
+                Err(line) => {
+                    resume += line;
+                    break;
+                }
             }
         }
-        // The next search starts where this one ended (less a separator's length).
-        self.scanned = self.partial.len().saturating_sub(3);
-        if self.partial.len() > MAX_EVENT {
+        let mut complete = start;
+        if buf.len() - start > MAX_EVENT {
+            // Not an OpenAI chunk: it and the rest of the stream pass unread.
             self.opaque = true;
-            out.extend_from_slice(&self.partial.split());
+            complete = buf.len();
+        } else if start < buf.len() {
+            self.partial.extend_from_slice(&buf[start..]);
+            self.scanned = resume - start;
         }
-        out.freeze()
+        match out {
+            Some(mut out) => {
+                out.extend_from_slice(&buf[relayed..complete]);
+                out.freeze()
+            }
+            None => buf.slice(..complete),
+        }
+    }
+
+    /// Reads one event's `data:` lines; false for the usage-only chunk the gateway asked for.
+    fn read_event(&mut self, event: &[u8]) -> bool {
+        let mut keep = true;
+        for line in crate::sse::lines(event) {
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            let data = data.trim_ascii();
+            // Most chunks carry text only: keep them as they are, read only if no usage ever
+            // comes. Only a chunk that names `usage` is parsed here.
+            if memchr::memmem::find(data, b"\"usage\"").is_none() {
+                self.keep_unread(data);
+                continue;
+            }
+            let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
+                continue;
+            };
+            if let Some(usage) = chunk.usage {
+                self.usage = Some(usage.into());
+                let usage_only = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
+                if self.strip_usage_chunk && usage_only {
+                    keep = false;
+                }
+            } else {
+                self.keep_unread(data);
+            }
+        }
+        keep
+    }
+
+    /// Keeps a chunk's payload for counting its text if no usage comes (up to `MAX_TEXT`).
+    fn keep_unread(&mut self, data: &[u8]) {
+        if self.unread.len() + data.len() < MAX_TEXT {
+            self.unread.extend_from_slice(data);
+            self.unread.push(b'\n');
+        } else {
+            self.text_overflow += data.len() as u64 / 4;
+        }
     }
 
     fn finish(&mut self) {
         if self.event_stream && !self.opaque && !self.partial.is_empty() {
-            // A last event without its blank line: relay nothing more, but read it.
-            self.partial.extend_from_slice(b"\n\n");
-            let _ = self.relay_events();
+            // A last event without its blank line: read it too.
+            let event = self.partial.split();
+            self.read_event(&event);
         }
         if !self.event_stream && self.usage.is_none() {
             self.usage = usage_in(&self.tail).or_else(|| usage_in(&self.head));
@@ -273,15 +325,6 @@ fn usage_in(text: &[u8]) -> Option<Usage> {
 }
 
 /// The index just past the first "\n\n" (or "\r\n\r\n") in `buf`.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 impl http_body::Body for UsageTap {
     type Data = Bytes;
     type Error = axum::Error;
@@ -291,6 +334,9 @@ impl http_body::Body for UsageTap {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -298,8 +344,7 @@ impl http_body::Body for UsageTap {
                         continue;
                     };
                     if this.event_stream && !this.opaque {
-                        this.partial.extend_from_slice(&data);
-                        let out = this.relay_events();
+                        let out = this.relay(data);
                         if out.is_empty() {
                             continue;
                         }
@@ -312,7 +357,15 @@ impl http_body::Body for UsageTap {
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
+                    // Every byte the upstream sent reaches the client: an unfinished last
+                    // event too (its client drops it), or one whose last `\r` could not be
+                    // told from half a `\r\n` until now.
+                    let held = this.partial.clone().freeze();
                     this.finish();
+                    this.ended = true;
+                    if !held.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(held))));
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending => return Poll::Pending,
@@ -395,6 +448,63 @@ mod tests {
         );
         let (kept, _) = run(body, true, false).await;
         assert_eq!(kept, body, "a client that asked for usage gets it");
+    }
+
+    /// Relays `body` cut into frames of `size` bytes; returns what the client got and the usage.
+    async fn run_in_frames(body: &str, size: usize, strip: bool) -> (String, Option<Usage>) {
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
+            .as_bytes()
+            .chunks(size)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner = Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )));
+        let (settled, usage) = tokio::sync::oneshot::channel();
+        let tap = UsageTap::new(
+            inner,
+            TapOptions {
+                event_stream: true,
+                strip_usage_chunk: strip,
+                counting: TokenCounting::default(),
+                estimated_input: 0,
+            },
+            Box::new(move |u| {
+                let _ = settled.send(u);
+            }),
+        );
+        let out = Body::new(tap).collect().await.unwrap().to_bytes();
+        (
+            String::from_utf8(out.to_vec()).unwrap(),
+            usage.await.expect("settled"),
+        )
+    }
+
+    #[tokio::test]
+    async fn events_split_anywhere_across_frames_are_relayed_whole_with_any_line_ending() {
+        let lf = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let cr = lf.replace('\n', "\r");
+        let usage = Some(Usage {
+            input: 5,
+            output: 1,
+            cached: 0,
+        });
+        for body in [lf.to_owned(), crlf, cr] {
+            let usage_event = body.find("data: {\"choices\":[],").unwrap();
+            let done = body.find("data: [DONE]").unwrap();
+            let stripped = format!("{}{}", &body[..usage_event], &body[done..]);
+            for size in 1..=body.len() {
+                assert_eq!(
+                    run_in_frames(&body, size, true).await,
+                    (stripped.clone(), usage)
+                );
+                assert_eq!(
+                    run_in_frames(&body, size, false).await,
+                    (body.clone(), usage)
+                );
+            }
+        }
     }
 
     #[test]
