@@ -197,12 +197,16 @@ impl RunningNode {
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then drains gracefully.
+///
+/// Through `into_make_service`, which resolves the routes once: serving the `Router` itself
+/// rebuilds its route table (`Router::with_state`) for every connection, ~11 KB held for the
+/// connection's life (BENCHMARKS.md, RSS per open stream).
 async fn serve_until(
     listener: TcpListener,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
