@@ -6,16 +6,19 @@
 
 use std::error::Error as _;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use aigw_config::{UpstreamSettings, UpstreamTimeouts};
 use axum::body::Body;
+use futures::TryFutureExt as _;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::attempt::{AttemptError, FailureKind};
 use super::probe::HttpProbe;
@@ -30,7 +33,7 @@ const ROUTED_PATHS: [&str; 5] = [
     "/videos",
 ];
 
-pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub(crate) type HttpsClient = Client<UpstreamConnector, Body>;
 
 pub(crate) struct UpstreamEndpoint {
     pub id: Arc<str>,
@@ -223,7 +226,115 @@ pub(crate) fn build_client(connect_timeout: std::time::Duration) -> HttpsClient 
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .build(https)
+        .build(UpstreamConnector(https))
+}
+
+/// hyper-rustls' connector, its connections as [`UpstreamStream`].
+#[derive(Clone)]
+pub(crate) struct UpstreamConnector(HttpsConnector<HttpConnector>);
+
+type TcpIo = TokioIo<tokio::net::TcpStream>;
+type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<Uri> for UpstreamConnector {
+    type Response = UpstreamStream;
+    type Error = ConnectError;
+    type Future = futures::future::MapOk<
+        <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Future,
+        fn(MaybeHttpsStream<TcpIo>) -> UpstreamStream,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.0.call(uri).map_ok(UpstreamStream::from as fn(_) -> _)
+    }
+}
+
+/// An upstream connection: plain TCP inline, TLS boxed. hyper-rustls' `MaybeHttpsStream` holds
+/// a rustls connection inline (~1 KB) even for plain HTTP, and every pooled connection's task
+/// carries it: ~1 KB per open upstream connection (BENCHMARKS.md, RSS per open stream).
+pub(crate) enum UpstreamStream {
+    Plain(TcpIo),
+    Tls(Box<MaybeHttpsStream<TcpIo>>),
+}
+
+impl From<MaybeHttpsStream<TcpIo>> for UpstreamStream {
+    fn from(stream: MaybeHttpsStream<TcpIo>) -> Self {
+        match stream {
+            MaybeHttpsStream::Http(tcp) => Self::Plain(tcp),
+            tls => Self::Tls(Box::new(tls)),
+        }
+    }
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Plain(s) => s.connected(),
+            Self::Tls(s) => s.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
 }
 
 #[cfg(test)]
