@@ -261,6 +261,42 @@ pub async fn drive(
     Ok(())
 }
 
+/// `aigw-bench hold`: opens `warmup` streams and drops them, then opens `count` streamed
+/// completions to `target` and holds them (each past its first content event) until stdin
+/// closes or a line is read: for a heap profile of a process holding open streams.
+pub async fn hold(
+    target: SocketAddr,
+    count: usize,
+    warmup: usize,
+    http2: bool,
+) -> anyhow::Result<()> {
+    use load::open_streams::{Protocol, open};
+    let secrets = vec![gateway_config::secrets(1).remove(0)];
+    let request = load::request::ChatRequest::new(target, true, &secrets)?;
+    let protocol = if http2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    if warmup > 0 {
+        drop(open(target, &request, warmup, protocol).await?);
+        eprintln!("warmed up with {warmup} streams");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let held = open(target, &request, count, protocol).await?;
+    eprintln!(
+        "holding {} streams (opened in {:?}); press enter to drop",
+        held.count, held.opening
+    );
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)
+    })
+    .await;
+    drop(held);
+    Ok(())
+}
+
 /// `aigw-bench config`: the aigw config the benchmark runs, with `keys` keys, on stdout. The
 /// profiling script starts aigw under callgrind with it.
 pub fn print_config(

@@ -67,6 +67,17 @@ enum Command {
         #[arg(long)]
         stream: bool,
     },
+    /// Open COUNT streamed completions and hold them until a line on stdin (heap profiling).
+    Hold {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        warmup: usize,
+        #[arg(long)]
+        http2: bool,
+    },
     /// Print the aigw config the benchmark uses.
     Config {
         #[arg(long)]
@@ -98,6 +109,12 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             stream,
         }) => bench::drive(target, key, requests, concurrency, stream).await,
+        Some(Command::Hold {
+            target,
+            count,
+            warmup,
+            http2,
+        }) => bench::hold(target, count, warmup, http2).await,
         Some(Command::Config {
             listen,
             admin,
