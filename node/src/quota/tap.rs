@@ -153,7 +153,8 @@ impl UsageTap {
                     self.scanned += line;
                     return Bytes::new();
                 }
-                _ => (self.partial.split().freeze(), self.scanned),
+                // Taken whole: an empty view of it would keep the buffer alive while idle.
+                _ => (std::mem::take(&mut self.partial).freeze(), self.scanned),
             }
         };
         // buf[..start] is complete events; of them, buf[..relayed] is accounted for in `out`
