@@ -396,23 +396,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     async fn run(body: &'static str, sse: bool, strip: bool) -> (String, Option<Usage>) {
-        let (settled, usage) = tokio::sync::oneshot::channel();
-        let tap = UsageTap::new(
-            Body::from(body),
-            TapOptions {
-                event_stream: sse,
-                strip_usage_chunk: strip,
-                counting: TokenCounting::default(),
-                estimated_input: 12,
-            },
-            Box::new(move |u| {
-                let _ = settled.send(u);
-            }),
-        );
-        let out = Body::new(tap).collect().await.unwrap().to_bytes();
-        // A count of the streamed text settles from a blocking thread, after the body ends.
-        let usage = usage.await.expect("settled");
-        (String::from_utf8(out.to_vec()).unwrap(), usage)
+        run_in_frames(body, body.len().max(1), sse, strip).await
     }
 
     #[tokio::test]
@@ -452,7 +436,12 @@ mod tests {
     }
 
     /// Relays `body` cut into frames of `size` bytes; returns what the client got and the usage.
-    async fn run_in_frames(body: &str, size: usize, strip: bool) -> (String, Option<Usage>) {
+    async fn run_in_frames(
+        body: &str,
+        size: usize,
+        sse: bool,
+        strip: bool,
+    ) -> (String, Option<Usage>) {
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
             .as_bytes()
             .chunks(size)
@@ -465,16 +454,17 @@ mod tests {
         let tap = UsageTap::new(
             inner,
             TapOptions {
-                event_stream: true,
+                event_stream: sse,
                 strip_usage_chunk: strip,
                 counting: TokenCounting::default(),
-                estimated_input: 0,
+                estimated_input: 12,
             },
             Box::new(move |u| {
                 let _ = settled.send(u);
             }),
         );
         let out = Body::new(tap).collect().await.unwrap().to_bytes();
+        // A count of the streamed text settles from a blocking thread, after the body ends.
         (
             String::from_utf8(out.to_vec()).unwrap(),
             usage.await.expect("settled"),
@@ -497,11 +487,11 @@ mod tests {
             let stripped = format!("{}{}", &body[..usage_event], &body[done..]);
             for size in 1..=body.len() {
                 assert_eq!(
-                    run_in_frames(&body, size, true).await,
+                    run_in_frames(&body, size, true, true).await,
                     (stripped.clone(), usage)
                 );
                 assert_eq!(
-                    run_in_frames(&body, size, false).await,
+                    run_in_frames(&body, size, true, false).await,
                     (body.clone(), usage)
                 );
             }
