@@ -5,8 +5,9 @@
 //! `ArcSwap` load), claims half-open probe permits and counts requests in flight with atomics
 //! on the same handle, and reports each attempt's outcome when the attempt ends ([`Attempt`]):
 //! failures and probe results by a cast at once; plain successes, the bulk of the traffic,
-//! into a queue on the handle that the actor folds in within [`QUIET_FLUSH`], and before any
-//! outcome reported after them (outcomes are numbered, so the order is kept). A cast per
+//! into a queue on the handle, with the time they happened, that the actor folds in within
+//! [`QUIET_FLUSH`], and before any outcome numbered after them (outcomes racing on two threads
+//! may still be folded in either order, as casts could arrive). A cast per
 //! success would wake the actor's task, often on the other worker thread, for every request
 //! (BENCHMARKS.md). The handle outlives any one incarnation of the actor: a restarted actor
 //! starts from the last snapshot it published, and the atomics carry on untouched.
@@ -34,8 +35,8 @@ use crate::outlier::OutlierDetector;
 
 /// How long a success may wait in the handle's queue before the actor folds it in.
 pub const QUIET_FLUSH: Duration = Duration::from_millis(20);
-/// Successes queued beyond this (the actor down or far behind) are dropped: they only refine
-/// the latency average and the failure rate's denominator.
+/// Successes queued beyond this (the actor down or far behind) push out the oldest: they only
+/// refine the latency average and the failure rate's denominator.
 const QUIET_MAX: usize = 4096;
 
 /// The settings the actor decides with.
@@ -116,7 +117,9 @@ impl UpstreamStatus {
     ) -> Transition {
         let settings = &policy.breaker;
         if outcome.result == AttemptResult::Success {
-            self.last_success = Some(now);
+            // Queued successes are folded in with the time they happened, which may be
+            // earlier than an outcome folded in before them.
+            self.last_success = Some(self.last_success.map_or(now, |last| last.max(now)));
             if let Some(latency) = outcome.latency {
                 self.latency.observe(latency.as_secs_f64() * 1000.0);
             }
@@ -217,7 +220,7 @@ pub struct UpstreamHandle {
     restarts: AtomicU32,
     /// Plain successes not yet folded in, with their place among all reported outcomes, and
     /// whether a flush of them is due.
-    quiet: Mutex<VecDeque<(u64, Outcome)>>,
+    quiet: Mutex<VecDeque<(u64, Outcome, Instant)>>,
     reported: AtomicU64,
     flush_due: AtomicBool,
     mailbox: Mailbox<UpstreamMsg>,
@@ -358,9 +361,10 @@ impl UpstreamHandle {
             // Numbered under the lock, so the queue is in order.
             let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
             let seq = self.reported.fetch_add(1, Ordering::AcqRel);
-            if quiet.len() < QUIET_MAX {
-                quiet.push_back((seq, outcome));
+            if quiet.len() == QUIET_MAX {
+                quiet.pop_front();
             }
+            quiet.push_back((seq, outcome, Instant::now()));
         }
         if !self.flush_due.swap(true, Ordering::AcqRel) && !self.send(UpstreamMsg::FlushSoon) {
             // No actor to arm: the next success tries again.
@@ -374,11 +378,14 @@ impl UpstreamHandle {
         self.send(UpstreamMsg::Outcome { outcome, seq });
     }
 
-    /// Takes the queued successes reported before `seq`, in order.
-    fn take_quiet(&self, seq: u64) -> Vec<Outcome> {
+    /// Takes the queued successes reported before `seq`, in order, with when they happened.
+    fn take_quiet(&self, seq: u64) -> Vec<(Outcome, Instant)> {
         let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
-        let count = quiet.partition_point(|(at, _)| *at < seq);
-        quiet.drain(..count).map(|(_, outcome)| outcome).collect()
+        let count = quiet.partition_point(|(at, _, _)| *at < seq);
+        quiet
+            .drain(..count)
+            .map(|(_, outcome, at)| (outcome, at))
+            .collect()
     }
 
     fn publish(&self, status: &UpstreamStatus) {
@@ -591,20 +598,20 @@ impl Actor for UpstreamActor {
             UpstreamMsg::Flush => {
                 // Disarmed before taking, so a success queued meanwhile arms the next flush.
                 handle.flush_due.store(false, Ordering::Release);
-                state.fold_quiet(&myself, now, u64::MAX);
+                state.fold_quiet(&myself, u64::MAX);
                 Transition::None
             }
             UpstreamMsg::Outcome { outcome, seq } => {
-                state.fold_quiet(&myself, now, seq);
+                state.fold_quiet(&myself, seq);
                 state.status.on_outcome(&outcome, now, policy)
             }
             UpstreamMsg::ProbeDone(result) => {
-                state.fold_quiet(&myself, now, u64::MAX);
+                state.fold_quiet(&myself, u64::MAX);
                 state.probe_task = None;
                 state.status.on_probe(&result, now, policy)
             }
             UpstreamMsg::OpenElapsed { epoch } => {
-                state.fold_quiet(&myself, now, u64::MAX);
+                state.fold_quiet(&myself, u64::MAX);
                 state.status.on_open_elapsed(epoch, now, policy)
             }
         };
@@ -618,9 +625,9 @@ impl Actor for UpstreamActor {
 impl UpstreamState {
     /// Folds in the successes queued on the handle before the `seq`-th outcome, in the order
     /// they were reported.
-    fn fold_quiet(&mut self, myself: &ActorRef<UpstreamMsg>, now: Instant, seq: u64) {
-        for outcome in self.handle.take_quiet(seq) {
-            let transition = self.status.on_outcome(&outcome, now, &self.handle.policy);
+    fn fold_quiet(&mut self, myself: &ActorRef<UpstreamMsg>, seq: u64) {
+        for (outcome, at) in self.handle.take_quiet(seq) {
+            let transition = self.status.on_outcome(&outcome, at, &self.handle.policy);
             self.handle
                 .apply(myself, transition, self.status.breaker.epoch);
         }

@@ -47,6 +47,10 @@ impl SlidingWindow {
     pub fn add(&mut self, now: Instant, first: u32, second: u32) {
         let slot = self.slot(now);
         let bucket = &mut self.buckets[(slot % BUCKETS as u64) as usize];
+        if bucket.slot > slot {
+            // Older than the window (a late report): it would clobber a newer bucket.
+            return;
+        }
         if bucket.slot != slot {
             *bucket = Bucket {
                 slot,

@@ -26,7 +26,8 @@ pub(crate) async fn wait_idle(pid: u32, limit: std::time::Duration) -> anyhow::R
     Ok(false)
 }
 
-/// User plus system CPU time of a process, in clock ticks (10 ms here).
+/// User plus system CPU time of a process, in clock ticks (`getconf CLK_TCK`: 100 on Linux
+/// x86-64, so 10 ms; `wait_idle`'s threshold assumes it).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;

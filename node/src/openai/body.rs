@@ -74,9 +74,6 @@ pub(super) struct RoutingFields<'a> {
     /// Borrowed from the body unless the string has escapes; `None` when absent or not a
     /// string (the upstream judges that, as for any field routing does not own).
     pub user: Option<Cow<'a, str>>,
-    /// `max_completion_tokens`, else `max_tokens`, when it is a whole number (anything else is
-    /// the upstream's to judge): the output a chat request may reserve.
-    pub max_output: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -87,10 +84,6 @@ struct Head<'a> {
     stream: Option<bool>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    max_completion_tokens: Option<&'a RawValue>,
 }
 
 impl<'a> RoutingFields<'a> {
@@ -132,10 +125,6 @@ impl<'a> RoutingFields<'a> {
             model_span: start..start + raw.get().len(),
             stream: head.stream.unwrap_or(false),
             user,
-            max_output: head
-                .max_completion_tokens
-                .or(head.max_tokens)
-                .and_then(|raw| raw.get().parse().ok()),
         })
     }
 

@@ -27,16 +27,14 @@ pub(super) async fn create(
     let route = routed::route_for(&routes, &key, &fields.model)?;
     let session = routed::sticky_session(route, &fields.model, headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate: first
-    // a bound that needs no second parse of the body, then tiktoken if the bound is refused.
+    // a bound that needs no tokenizer, then tiktoken if the bound is refused.
     let mut admission = quota::admit(&state, &key, |exact| {
-        if exact {
-            quota::tokens::estimate_chat(&body, &route.tokens)
+        let counting = if exact {
+            route.tokens
         } else {
-            quota::tokens::Estimate {
-                input: quota::tokens::chat_input_bound(&body),
-                output: fields.max_output.unwrap_or(route.tokens.default_output),
-            }
-        }
+            route.tokens.upper_bound()
+        };
+        quota::tokens::estimate_chat(&body, &counting)
     })
     .await?;
     // The gateway meters every stream's usage (and settles token limits with it): it asks for

@@ -361,10 +361,13 @@ impl http_body::Body for UsageTap {
                     // Every byte the upstream sent reaches the client: an unfinished last
                     // event too (its client drops it), or one whose last `\r` could not be
                     // told from half a `\r\n` until now.
-                    let held = this.partial.clone().freeze();
+                    let held = std::mem::take(&mut this.partial).freeze();
+                    // Read here (`finish` finds nothing held), and dropped if it is the
+                    // usage-only chunk the gateway asked for.
+                    let keep = !held.is_empty() && this.read_event(&held);
                     this.finish();
                     this.ended = true;
-                    if !held.is_empty() {
+                    if keep {
                         return Poll::Ready(Some(Ok(Frame::data(held))));
                     }
                     return Poll::Ready(None);
@@ -469,6 +472,16 @@ mod tests {
             String::from_utf8(out.to_vec()).unwrap(),
             usage.await.expect("settled"),
         )
+    }
+
+    #[tokio::test]
+    async fn a_last_usage_chunk_without_its_blank_line_is_still_stripped() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n";
+        let (out, usage) = run(body, true, true).await;
+        assert_eq!(out, body[..body.find("data: {\"choices\":[],").unwrap()]);
+        assert_eq!(usage.map(|u| u.input), Some(5));
+        let (kept, _) = run(body, true, false).await;
+        assert_eq!(kept, body, "relayed whole when the client asked for usage");
     }
 
     #[tokio::test]

@@ -53,8 +53,12 @@ pub(crate) async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Vec<StartupRow
                 exchange(&mut conn, request.build(i, false)).await?;
             }
             drop(conn);
-            let quiet = wait_idle(process.pid(), Duration::from_secs(10)).await?;
-            anyhow::ensure!(quiet, "{} never went idle", process.name);
+            if !wait_idle(process.pid(), Duration::from_secs(10)).await? {
+                eprintln!(
+                    "  {} did not go quiet within 10 s; RSS read anyway",
+                    process.name
+                );
+            }
             row.idle_rss.push(process.rss()?);
         }
     }
