@@ -47,6 +47,17 @@ fn admin(node: &RunningNode, method: reqwest::Method, path: &str) -> reqwest::Re
     admin_request(node, ADMIN_TOKEN, method, path)
 }
 
+/// `GET /admin/v1/keys/{id}` through `node`: the key, its usage and this node's rate share.
+async fn key_view(node: &RunningNode, id: &str) -> Value {
+    admin(node, reqwest::Method::GET, &format!("/keys/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Creates a key with `limits` through `node`; returns (id, secret).
 async fn key_with(node: &RunningNode, limits: Value) -> (String, String) {
     let created: Value = admin(node, reqwest::Method::POST, "/keys")
@@ -204,13 +215,7 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
         "{upstream}"
     );
 
-    let view: Value = admin(&node, reqwest::Method::GET, &format!("/keys/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = key_view(&node, &id).await;
     assert_eq!(view["limits"]["tokens"]["limit"], 2000, "{view}");
     let tokens = &view["usage"]["tokens"];
     let accounted = tokens["used"].as_u64().unwrap()
@@ -255,13 +260,7 @@ async fn a_hot_key_admits_thousands_of_requests_per_raft_entry() {
 
 /// The `usage` view of one budget of a key: (used, leased_to_nodes, remaining).
 async fn budget_view(node: &RunningNode, id: &str, budget: &str) -> (u64, u64, u64) {
-    let view: Value = admin(node, reqwest::Method::GET, &format!("/keys/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = key_view(node, id).await;
     let b = &view["usage"][budget];
     let n = |f: &str| b[f].as_u64().unwrap_or_else(|| panic!("{f} in {view}"));
     (n("used"), n("leased_to_nodes"), n("remaining"))
@@ -412,13 +411,7 @@ async fn the_leader_plans_a_bigger_rate_share_for_the_node_the_demand_is_on() {
         // All the load on node 1, about 10 requests a second (600 a minute).
         let response = chat(&nodes[0], &secret, body.clone()).await;
         assert!(matches!(response.status().as_u16(), 200 | 429));
-        let view: Value = admin(&nodes[0], reqwest::Method::GET, &format!("/keys/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view = key_view(&nodes[0], &id).await;
         share = view["rate_on_this_node"]["rpm_share"]
             .as_f64()
             .unwrap_or(0.0);

@@ -133,7 +133,7 @@ fn bpe(encoding: TokenEncoding) -> &'static CoreBPE {
         TokenEncoding::P50kBase => tiktoken_rs::p50k_base_singleton(),
         TokenEncoding::R50kBase => tiktoken_rs::r50k_base_singleton(),
     };
-    LOADED[slot(encoding)].store(true, Ordering::Release);
+    loaded(encoding).store(true, Ordering::Release);
     bpe
 }
 
@@ -229,7 +229,7 @@ pub(crate) async fn load(encodings: Vec<TokenEncoding>) {
     let missing: Vec<TokenEncoding> = encodings
         .into_iter()
         .chain([TokenEncoding::Cl100kBase])
-        .filter(|e| !LOADED[slot(*e)].load(Ordering::Acquire))
+        .filter(|e| !loaded(*e).load(Ordering::Acquire))
         .collect();
     if missing.is_empty() {
         return;
@@ -242,17 +242,13 @@ pub(crate) async fn load(encodings: Vec<TokenEncoding>) {
     .await;
 }
 
-/// Which encodings [`bpe`] has loaded.
-static LOADED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
+/// Which encodings [`bpe`] has loaded, in the order of `TokenEncoding::ALL`.
+static LOADED: [AtomicBool; TokenEncoding::ALL.len()] =
+    [const { AtomicBool::new(false) }; TokenEncoding::ALL.len()];
 
-fn slot(encoding: TokenEncoding) -> usize {
-    match encoding {
-        TokenEncoding::O200kBase => 0,
-        TokenEncoding::O200kHarmony => 1,
-        TokenEncoding::Cl100kBase => 2,
-        TokenEncoding::P50kBase => 3,
-        TokenEncoding::R50kBase => 4,
-    }
+fn loaded(encoding: TokenEncoding) -> &'static AtomicBool {
+    let slot = TokenEncoding::ALL.iter().position(|e| *e == encoding);
+    &LOADED[slot.expect("ALL lists every encoding")]
 }
 
 #[cfg(test)]
