@@ -14,8 +14,7 @@
 
 use std::collections::BTreeMap;
 
-/// A node's id in the cluster (`node.id`).
-pub type NodeId = u64;
+use aigw_config::NodeId;
 
 /// One node's verdict on one upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -37,9 +37,11 @@ mod upstream_supervisor;
 mod upstreams;
 mod window;
 
+/// Defined in aigw-config so the cluster and the actors name a node alike.
+pub use aigw_config::NodeId;
 pub use balance::{WeightedRotation, weighted_choice};
 pub use breaker::{Breaker, BreakerState};
-pub use cluster_view::{NodeId, PeerViews, UpstreamView, is_avoided};
+pub use cluster_view::{PeerViews, UpstreamView, is_avoided};
 pub use ewma::Ewma;
 pub use health::{Health, HealthProbe, ProbeFuture, ProbeResult, ProbeTracker};
 pub use least_loaded::{better_of_two, load_cost, two_distinct};

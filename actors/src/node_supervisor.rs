@@ -15,11 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw_config::RoutingSettings;
+use aigw_config::{NodeId, RoutingSettings};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use tokio::task::JoinHandle;
 
-use crate::cluster_view::NodeId;
 use crate::health::HealthProbe;
 use crate::session::Sessions;
 use crate::session_supervisor::SessionSupervisor;

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use aigw_config::NodeId;
 use arc_swap::ArcSwap;
 
-use crate::cluster_view::{NodeId, PeerViews, UpstreamView};
+use crate::cluster_view::{PeerViews, UpstreamView};
 use crate::upstream::UpstreamHandle;
 
 pub struct Upstreams {

@@ -34,10 +34,14 @@ impl Config {
     }
 }
 
+/// A node's id in the cluster (`node.id`): what Raft, gossip and the actors name a node by.
+/// Defined here, the bottom crate, so that the cluster and the actors share one type.
+pub type NodeId = u64;
+
 /// `[node]`: this process's identity and the addresses it listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSettings {
-    pub id: u64,
+    pub id: NodeId,
     pub api_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub cluster_listen: Option<SocketAddr>,

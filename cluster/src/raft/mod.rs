@@ -15,7 +15,7 @@ pub(crate) use log_store::LogStore;
 pub(crate) use network::{Network, PeerClient};
 pub(crate) use state_store::StateStore;
 
-pub type NodeId = u64;
+pub use aigw_config::NodeId;
 pub type Node = openraft::BasicNode;
 
 openraft::declare_raft_types!(
