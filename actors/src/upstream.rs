@@ -17,11 +17,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_config::{BreakerSettings, HealthCheckSettings, UpstreamSettings};
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -219,7 +220,8 @@ pub struct UpstreamHandle {
     peers_down: AtomicU32,
     restarts: AtomicU32,
     /// Plain successes not yet folded in, with their place among all reported outcomes, and
-    /// whether a flush of them is due.
+    /// whether a flush of them is due. parking_lot's lock: it cannot be poisoned, so the
+    /// request path that takes it has nothing to unwrap and no way to panic on it.
     quiet: Mutex<VecDeque<(u64, Outcome, Instant)>>,
     reported: AtomicU64,
     flush_due: AtomicBool,
@@ -359,7 +361,7 @@ impl UpstreamHandle {
     fn report_quiet(&self, outcome: Outcome) {
         {
             // Numbered under the lock, so the queue is in order.
-            let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
+            let mut quiet = self.quiet.lock();
             let seq = self.reported.fetch_add(1, Ordering::AcqRel);
             if quiet.len() == QUIET_MAX {
                 quiet.pop_front();
@@ -380,7 +382,7 @@ impl UpstreamHandle {
 
     /// Takes the queued successes reported before `seq`, in order, with when they happened.
     fn take_quiet(&self, seq: u64) -> Vec<(Outcome, Instant)> {
-        let mut quiet = self.quiet.lock().expect("quiet outcomes lock");
+        let mut quiet = self.quiet.lock();
         let count = quiet.partition_point(|(at, _, _)| *at < seq);
         quiet
             .drain(..count)
