@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::admin::{self, AdminState, AdminToken};
-use crate::openai::{self, ApiError};
+use crate::error::ApiError;
 use crate::state::AppState;
+use crate::{openai, passthrough};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +129,7 @@ impl RunningNode {
             tracing::info!(admin_addr = ?admin_addr, "serving the admin API");
             tokio::spawn(serve_until(listener, router, stopped.clone()))
         });
-        let app = openai::router(state).layer(CatchPanicLayer::custom(
+        let app = api_router(state).layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
                 ApiError::Internal.into_response()
@@ -194,6 +195,17 @@ impl RunningNode {
         self.cluster.shutdown().await;
         drained
     }
+}
+
+/// The API listener's routes: the OpenAI API and the pass-through capabilities, with OpenAI's
+/// error shape for URLs and methods no route takes.
+fn api_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .merge(openai::routes())
+        .merge(passthrough::routes())
+        .fallback(openai::fallback::unknown_url)
+        .method_not_allowed_fallback(openai::fallback::method_not_allowed)
+        .with_state(state)
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then drains gracefully.
@@ -287,7 +299,7 @@ async fn exchange_upstream_views(cluster: ClusterNode, state: AppState, every: D
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        let upstreams = state.upstreams.load_full();
+        let upstreams = state.proxy.upstreams.load_full();
         for (id, view) in upstreams.local_views() {
             cluster.gossip_set(&format!("up:{id}"), view.as_str()).await;
         }

@@ -1,17 +1,22 @@
-//! What every handler shares: snapshots to read, the handles of the node's actors, and the
-//! node's request limits; and [`build`], which starts the actors and assembles it all.
+//! The composition root: what every handler shares (the cluster's snapshot, the proxy engine's
+//! context, quotas, usage, id signing, the node's request limits) and [`build`], which starts
+//! the actors and assembles it all. Only handlers (openai/, passthrough/, admin/) and the
+//! server read it; the engines below (proxy/, quota/, usage/) never do: each takes the narrow
+//! part it needs (docs/ARCHITECTURE.md, "Layers inside node/").
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use aigw_actors::{NodeActors, Sessions, SharedRetryBudget, Upstreams};
-use aigw_cluster::ClusterState;
+use aigw_actors::{NodeActors, SharedRetryBudget};
+use aigw_cluster::{ClusterState, KeyRecord};
 use aigw_config::Config;
 use arc_swap::ArcSwap;
 
-use crate::openai::IdSigner;
-use crate::passthrough::BackendTable;
-use crate::proxy::{self, RouteTable};
+use crate::error::ApiError;
+use crate::proxy::{self, BackendTable, ProxyContext, RouteTable};
+use crate::quota::{self, Admission, Quotas};
+use crate::signed_id::IdSigner;
+use crate::tokens::Estimate;
 use crate::usage::UsageMeter;
 
 #[derive(Clone)]
@@ -20,34 +25,36 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     /// Keys and settings; read per request, written only by the cluster.
     pub cluster: ClusterState,
-    /// Routes built from the settings in `cluster`, with the upstream clients they own.
-    pub routes: ArcSwap<RouteTable>,
+    /// Routes, upstream and session boards, backends and attempt limits of the settings in
+    /// `cluster`: all the proxy engine reads.
+    pub proxy: ProxyContext,
     pub max_body_bytes: usize,
-    /// Every upstream's published health, breaker and load; gossip's door in and out.
-    /// Swapped together with `routes` when the settings change.
-    pub upstreams: ArcSwap<Upstreams>,
-    /// Sticky sessions' bindings; swapped with `routes`.
-    pub sessions: ArcSwap<Sessions>,
-    /// Caps failover attempts node-wide.
-    pub retry_budget: SharedRetryBudget,
-    /// Upstream attempts per request, the first included.
-    pub max_attempts: u32,
     /// Largest multipart upload streamed through (`server.max_upload_bytes`).
     pub max_upload_bytes: usize,
     /// Signs the ids handed out for upstream-held state (video jobs, MCP sessions).
     pub ids: IdSigner,
-    /// MCP servers, agent backends and sandboxes; swapped with `routes`.
-    pub passthrough: ArcSwap<BackendTable>,
     /// This node's usage totals per key and capability.
     pub usage: UsageMeter,
     /// Key limits and their leases; set by the server once the node is in the cluster (unset:
     /// no limits are enforced, as in unit tests without a cluster).
-    pub quotas: std::sync::OnceLock<Arc<crate::quota::Quotas>>,
+    pub quotas: std::sync::OnceLock<Arc<Quotas>>,
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
+    }
+
+    /// Admits one request of `key` against its limits (`quota::admit`): `Ok(None)` when the
+    /// key has none or the node enforces none.
+    pub async fn admit(
+        &self,
+        key: &KeyRecord,
+        estimate: impl Fn(bool) -> Estimate,
+    ) -> Result<Option<Admission>, ApiError> {
+        let encodings = || self.proxy.routes.load().tokenizers();
+        let quotas = self.quotas.get().map(Arc::as_ref);
+        Ok(quota::admit(quotas, key, encodings, estimate).await?)
     }
 }
 
@@ -72,18 +79,20 @@ pub(crate) async fn build(
         .await
         .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
     let routes = RouteTable::build(&snapshot, &endpoints, actors.upstreams())?;
-    let passthrough = BackendTable::build(&snapshot.backends)?;
+    let backends = BackendTable::build(&snapshot.backends)?;
     let state = AppState::new(Shared {
         cluster,
-        routes: ArcSwap::from_pointee(routes),
+        proxy: ProxyContext {
+            routes: ArcSwap::from_pointee(routes),
+            upstreams: ArcSwap::new(Arc::clone(actors.upstreams())),
+            sessions: ArcSwap::new(Arc::clone(actors.sessions())),
+            backends: ArcSwap::from_pointee(backends),
+            retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
+            max_attempts: config.routing.max_attempts,
+        },
         max_body_bytes: config.server.max_body_bytes,
-        upstreams: ArcSwap::new(Arc::clone(actors.upstreams())),
-        sessions: ArcSwap::new(Arc::clone(actors.sessions())),
-        retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
-        max_attempts: config.routing.max_attempts,
         max_upload_bytes: config.server.max_upload_bytes,
         ids: IdSigner::from_config(config),
-        passthrough: ArcSwap::from_pointee(passthrough),
         usage: UsageMeter::default(),
         quotas: std::sync::OnceLock::new(),
     });
@@ -105,22 +114,23 @@ pub(crate) async fn apply_settings(
         .await
         .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
     let built = RouteTable::build(&snapshot, &endpoints, actors.upstreams()).and_then(|routes| {
-        let client = state.passthrough.load().client.clone();
+        let client = state.proxy.backends.load().client.clone();
         Ok((
             routes,
             BackendTable::with_client(&snapshot.backends, client)?,
         ))
     });
-    let (routes, passthrough) = match built {
+    let (routes, backends) = match built {
         Ok(built) => built,
         Err(e) => {
             actors.stop().await;
             return Err(e);
         }
     };
-    state.routes.store(Arc::new(routes));
-    state.passthrough.store(Arc::new(passthrough));
-    state.upstreams.store(Arc::clone(actors.upstreams()));
-    state.sessions.store(Arc::clone(actors.sessions()));
+    let proxy = &state.proxy;
+    proxy.routes.store(Arc::new(routes));
+    proxy.backends.store(Arc::new(backends));
+    proxy.upstreams.store(Arc::clone(actors.upstreams()));
+    proxy.sessions.store(Arc::clone(actors.sessions()));
     Ok(actors)
 }

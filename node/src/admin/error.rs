@@ -5,7 +5,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use aigw_cluster::{ClusterError, Rejection};
 
-use crate::openai::error_body;
+use crate::error::error_body;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AdminError {

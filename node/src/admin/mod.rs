@@ -8,6 +8,7 @@ mod cluster;
 pub(crate) mod error;
 mod keys;
 mod settings;
+mod upstreams;
 mod usage;
 
 use aigw_cluster::{ClusterNode, EnvLookup};
@@ -41,7 +42,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         )
         .route("/settings", get(settings::get).put(settings::put))
         .route("/cluster", get(cluster::status))
-        .route("/upstreams", get(upstreams))
+        .route("/upstreams", get(upstreams::list))
         .route("/usage", get(usage::totals))
         .route("/cluster/members/{id}", delete(cluster::remove_member))
         .route_layer(middleware::from_fn_with_state(
@@ -53,13 +54,6 @@ pub(crate) fn router(state: AdminState) -> Router {
         .fallback(unknown)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-/// `GET /admin/v1/upstreams`: every upstream's health, breaker and load, with peers' views.
-async fn upstreams(
-    axum::extract::State(state): axum::extract::State<AdminState>,
-) -> axum::Json<serde_json::Value> {
-    axum::Json(crate::proxy::upstreams_status(&state.app))
 }
 
 async fn unknown(request: Request) -> AdminError {

@@ -9,14 +9,15 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 
-use super::ApiError;
 use super::auth::Caller;
 use super::multipart::Upload;
 use super::routed::route_for;
+use crate::error::ApiError;
 use crate::proxy::tap::{TapBody, number_field};
 use crate::proxy::{self};
-use crate::quota::{self, tap::Usage, tokens::Estimate};
+use crate::quota::{self, tap::Usage};
 use crate::state::AppState;
+use crate::tokens::Estimate;
 use crate::usage::audio::seconds_from_header;
 use crate::usage::{Capability, UsageRecord};
 
@@ -27,13 +28,13 @@ pub(super) async fn transcribe(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
-    let routes = state.routes.load_full();
+    let routes = state.proxy.routes.load_full();
     let route = route_for(&routes, &key, &upload.model)?;
-    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+    let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let uploaded = upload.state();
     let format = upload.field("response_format").unwrap_or("json").to_owned();
     let model = upload.model.clone();
-    let forwarded = proxy::forward_call(&state, &model, route, None, false, |target| {
+    let forwarded = proxy::forward_call(&state.proxy, &model, route, None, false, |target| {
         upload.take_call("/audio/transcriptions", target)
     })
     .await;

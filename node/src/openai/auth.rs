@@ -7,7 +7,7 @@ use http::request::Parts;
 
 use aigw_cluster::{KeyRecord, unix_now};
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The authenticated key behind a request.

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::ApiError;
+use crate::error::ApiError;
 
 /// The whole body, or 413 as soon as it is known to exceed `limit`.
 ///

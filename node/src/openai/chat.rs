@@ -4,14 +4,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
-use super::ApiError;
 use super::auth::Caller;
 use super::body::{RoutingFields, read_limited};
 use super::routed;
+use crate::error::ApiError;
+use crate::proxy;
 use crate::quota::tap::{TapOptions, Usage, UsageTap};
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
-use crate::{proxy, quota};
 
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -23,26 +23,27 @@ pub(super) async fn create(
     let headers = &parts.headers;
     let body = read_limited(headers, body, state.max_body_bytes).await?;
     let fields = RoutingFields::parse(&body)?;
-    let routes = state.routes.load_full();
+    let routes = state.proxy.routes.load_full();
     let route = routed::route_for(&routes, &key, &fields.model)?;
     let session = routed::sticky_session(route, &fields.model, headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate: first
     // a bound that needs no tokenizer, then tiktoken if the bound is refused.
-    let mut admission = quota::admit(&state, &key, |exact| {
-        let counting = if exact {
-            route.tokens
-        } else {
-            route.tokens.upper_bound()
-        };
-        quota::tokens::estimate_chat(&body, &counting)
-    })
-    .await?;
+    let mut admission = state
+        .admit(&key, |exact| {
+            let counting = if exact {
+                route.tokens
+            } else {
+                route.tokens.upper_bound()
+            };
+            crate::tokens::estimate_chat(&body, &counting)
+        })
+        .await?;
     // The gateway meters every stream's usage (and settles token limits with it): it asks for
     // the usage chunk when the client did not set `stream_options`, and strips it from what the
     // client gets.
     let ask_usage = fields.stream && memchr::memmem::find(&body, b"\"stream_options\"").is_none();
     let forwarded = proxy::forward(
-        &state,
+        &state.proxy,
         &fields.model,
         route,
         "/chat/completions",

@@ -7,10 +7,10 @@ use axum::extract::State;
 use axum::response::Response;
 use http::HeaderMap;
 
-use super::ApiError;
 use super::auth::Caller;
 use super::body::read_limited;
 use super::routed::{Cost, route_json};
+use crate::error::ApiError;
 use crate::proxy::tap::{TapBody, number_field};
 use crate::quota::{self, tap::Usage};
 use crate::state::AppState;

@@ -2,16 +2,16 @@
 
 use axum::extract::Request;
 
-use super::ApiError;
+use crate::error::ApiError;
 
-pub(super) async fn unknown_url(request: Request) -> ApiError {
+pub(crate) async fn unknown_url(request: Request) -> ApiError {
     ApiError::UnknownUrl {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
     }
 }
 
-pub(super) async fn method_not_allowed(request: Request) -> ApiError {
+pub(crate) async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),

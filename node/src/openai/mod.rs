@@ -9,25 +9,22 @@ mod auth;
 mod body;
 mod chat;
 mod embeddings;
-pub(crate) mod error;
-mod fallback;
+pub(crate) mod fallback;
 mod images;
 mod models;
 mod multipart;
 pub(crate) mod routed;
-mod signed_id;
 mod videos;
 
 pub(crate) use auth::Caller;
-pub(crate) use error::{ApiError, UpstreamAnswer, error_body};
-pub(crate) use signed_id::IdSigner;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-pub(crate) fn router(state: AppState) -> Router {
+/// The OpenAI API's routes; server.rs mounts them beside the pass-through routes.
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/embeddings", post(embeddings::create))
@@ -40,8 +37,4 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/videos/{id}/content", get(videos::content))
         .route("/v1/models", get(models::list))
-        .merge(crate::passthrough::routes())
-        .fallback(fallback::unknown_url)
-        .method_not_allowed_fallback(fallback::method_not_allowed)
-        .with_state(state)
 }

@@ -9,7 +9,7 @@ use super::auth::Caller;
 use crate::state::AppState;
 
 pub(super) async fn list(State(state): State<AppState>, Caller(key): Caller) -> Response {
-    let routes = state.routes.load();
+    let routes = state.proxy.routes.load();
     let data: Vec<_> = routes
         .names()
         .filter(|name| key.models.allows(name))

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::proxy::{RouteTarget, UpstreamCall};
 
 /// How far into the body the `model` field must have arrived.

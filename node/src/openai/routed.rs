@@ -10,11 +10,12 @@ use aigw_cluster::KeyRecord;
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::ApiError;
 use super::body::RoutingFields;
+use crate::error::ApiError;
 use crate::proxy::{self, Forwarded, ModelRoute, RouteTable};
-use crate::quota::{self, Admission, tokens::Estimate};
+use crate::quota::Admission;
 use crate::state::AppState;
+use crate::tokens::Estimate;
 
 /// Names a sticky session explicitly; without it, the body's `user` does.
 const SESSION_HEADER: &str = "x-session-id";
@@ -41,24 +42,30 @@ pub(crate) async fn route_json(
     cost: Cost,
 ) -> Result<(Forwarded, Option<Admission>), ApiError> {
     let fields = RoutingFields::parse(body)?;
-    let routes = state.routes.load_full();
+    let routes = state.proxy.routes.load_full();
     let route = route_for(&routes, key, &fields.model)?;
-    let admission = quota::admit(state, key, |exact| match cost {
-        Cost::Call => Estimate::calls_only(),
-        Cost::EmbeddingInput => {
-            let counting = if exact {
-                route.tokens
-            } else {
-                route.tokens.upper_bound()
-            };
-            quota::tokens::estimate_embeddings(body, &counting)
-        }
-    })
-    .await?;
+    let admission = state
+        .admit(key, |exact| match cost {
+            Cost::Call => Estimate::calls_only(),
+            Cost::EmbeddingInput => {
+                let counting = if exact {
+                    route.tokens
+                } else {
+                    route.tokens.upper_bound()
+                };
+                crate::tokens::estimate_embeddings(body, &counting)
+            }
+        })
+        .await?;
     let session = sticky_session(route, &fields.model, headers, fields.user.as_deref());
-    let forwarded = proxy::forward(state, &fields.model, route, path, session, |target| {
-        fields.splice_model(body, &target.model_json)
-    })
+    let forwarded = proxy::forward(
+        &state.proxy,
+        &fields.model,
+        route,
+        path,
+        session,
+        |target| fields.splice_model(body, &target.model_json),
+    )
     .await;
     tracing::info!(
         key = %key.id,

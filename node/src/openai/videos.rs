@@ -15,14 +15,15 @@ use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
-use super::ApiError;
 use super::auth::Caller;
 use super::body::read_limited;
 use super::multipart::Upload;
 use super::routed::{Cost, route_for, route_json};
+use crate::error::ApiError;
 use crate::proxy::{self, Forwarded, UpstreamCall};
-use crate::quota::{self, Admission, tap::Usage, tokens::Estimate};
+use crate::quota::{self, Admission, tap::Usage};
 use crate::state::AppState;
+use crate::tokens::Estimate;
 use crate::usage::{Capability, UsageRecord};
 
 /// The prefix of the ids handed to clients.
@@ -52,13 +53,13 @@ pub(super) async fn create(
         (forwarded, seconds, admission)
     } else {
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
-        let routes = state.routes.load_full();
+        let routes = state.proxy.routes.load_full();
         let route = route_for(&routes, &key, &upload.model)?;
-        let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+        let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
         let seconds = upload.field("seconds").and_then(|s| s.trim().parse().ok());
         let uploaded = upload.state();
         let model = upload.model.clone();
-        let forwarded = proxy::forward_call(&state, &model, route, None, false, |target| {
+        let forwarded = proxy::forward_call(&state.proxy, &model, route, None, false, |target| {
             upload.take_call("/videos", target)
         })
         .await;
@@ -91,7 +92,7 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+    let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let forwarded = follow_up(&state, &upstream, Method::GET, format!("/videos/{job}")).await?;
     settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
@@ -103,7 +104,7 @@ pub(super) async fn content(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+    let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let path = match query {
         Some(query) => format!("/videos/{job}/content?{query}"),
         None => format!("/videos/{job}/content"),
@@ -118,7 +119,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
-    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+    let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let forwarded = follow_up(&state, &upstream, Method::DELETE, format!("/videos/{job}")).await?;
     settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
@@ -128,7 +129,7 @@ pub(super) async fn list(
     Caller(key): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let admission = quota::admit(&state, &key, |_| Estimate::calls_only()).await?;
+    let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     // `after` names a job by its gateway id, which no upstream knows; the rest passes.
     let query: Vec<&str> = query
         .as_deref()
@@ -141,7 +142,7 @@ pub(super) async fn list(
     } else {
         format!("/videos?{}", query.join("&"))
     };
-    let routes = state.routes.load_full();
+    let routes = state.proxy.routes.load_full();
     let mut upstreams: Vec<String> = Vec::new();
     for name in routes.names() {
         let Some(route) = routes.get(name).filter(|_| key.models.allows(name)) else {
@@ -157,7 +158,7 @@ pub(super) async fn list(
     let mut has_more = false;
     for upstream in upstreams {
         let Some(forwarded) =
-            proxy::call_upstream(&state, &upstream, call(Method::GET, path.clone())).await
+            proxy::call_upstream(&state.proxy, &upstream, call(Method::GET, path.clone())).await
         else {
             continue;
         };
@@ -234,7 +235,7 @@ async fn follow_up(
     method: Method,
     path: String,
 ) -> Result<Forwarded, ApiError> {
-    proxy::call_upstream(state, upstream, call(method, path))
+    proxy::call_upstream(&state.proxy, upstream, call(method, path))
         .await
         .ok_or_else(|| ApiError::UpstreamUnreachable {
             upstream: upstream.to_owned(),

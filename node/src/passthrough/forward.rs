@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, Method, Request, Uri};
 
-use super::backend::{Backend, HEAD_TIMEOUT, PassClient};
 use super::hop;
-use crate::openai::ApiError;
+use crate::error::ApiError;
+use crate::proxy::backends::{Backend, HEAD_TIMEOUT, PassClient};
 
 pub(super) async fn send(
     client: &PassClient,

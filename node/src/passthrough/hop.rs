@@ -4,7 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-use super::backend::Backend;
+use crate::proxy::backends::Backend;
 
 /// Hop-by-hop headers by name, besides those the `Connection` header lists.
 const HOP_BY_HOP: [HeaderName; 9] = [

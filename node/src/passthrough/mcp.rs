@@ -19,9 +19,10 @@ use axum::response::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
-use super::backend::{Backend, Kind};
 use super::{Target, admit_call, authenticate, finish, forward, hop, query, sse_endpoint};
-use crate::openai::{ApiError, IdSigner};
+use crate::error::ApiError;
+use crate::proxy::backends::{Backend, Kind};
+use crate::signed_id::IdSigner;
 use crate::state::AppState;
 
 /// The prefix of the session ids handed to clients.
@@ -39,7 +40,7 @@ pub(super) async fn handle(
     let (mut parts, body) = request.into_parts();
     let target = Target::of(Kind::Mcp, &parts.uri)?;
     let key = authenticate(&state, &mut parts, false).await?;
-    let backends = state.passthrough.load_full();
+    let backends = state.proxy.backends.load_full();
     let backend = backends.get(Kind::Mcp, &target.name)?;
     if !key.may_use_mcp_server(&target.name) {
         return Err(ApiError::BackendNotAllowed {
@@ -204,7 +205,7 @@ mod tests {
     use aigw_config::{BackendSettings, Backends};
 
     use super::*;
-    use crate::passthrough::BackendTable;
+    use crate::proxy::BackendTable;
 
     fn backend(url: &str) -> Arc<Backend> {
         crate::install_crypto_provider();

@@ -11,15 +11,12 @@
 //! since browsers cannot set headers on a WebSocket; the parameter is removed before the
 //! request goes on. Nothing here is shared between nodes: any node serves any request.
 
-mod backend;
 mod forward;
 mod hop;
 mod mcp;
 mod query;
 mod sse_endpoint;
 mod websocket;
-
-pub(crate) use backend::BackendTable;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
@@ -30,10 +27,11 @@ use http::request::Parts;
 
 use aigw_cluster::KeyRecord;
 
-use crate::openai::{ApiError, Caller};
+use crate::error::ApiError;
+use crate::openai::Caller;
+use crate::proxy::backends::Kind;
 use crate::state::AppState;
 use crate::usage::UsageRecord;
-use backend::Kind;
 
 /// The routes of the pass-through capabilities.
 pub(crate) fn routes() -> Router<AppState> {
@@ -66,7 +64,7 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
     let target = Target::of(kind, &parts.uri)?;
     let websocket = websocket::is_upgrade(&parts.headers);
     let key = authenticate(state, &mut parts, websocket).await?;
-    let backends = state.passthrough.load_full();
+    let backends = state.proxy.backends.load_full();
     let backend = backends.get(kind, &target.name)?;
     let admission = admit_call(state, &key).await?;
     // The gateway key never goes further, whichever way it came.
@@ -143,7 +141,9 @@ async fn admit_call(
     state: &AppState,
     key: &KeyRecord,
 ) -> Result<Option<crate::quota::Admission>, ApiError> {
-    crate::quota::admit(state, key, |_| crate::quota::tokens::Estimate::calls_only()).await
+    state
+        .admit(key, |_| crate::tokens::Estimate::calls_only())
+        .await
 }
 
 /// Logs the exchange, counts the call, and settles the admission once the backend answered

@@ -9,7 +9,7 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::openai::error_body;
+use crate::error::error_body;
 
 /// Longest stretch held back while looking for the first event; past it the stream passes
 /// through as it is.

@@ -24,9 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self as ts, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::backend::{Backend, HEAD_TIMEOUT};
 use super::hop;
-use crate::openai::ApiError;
+use crate::error::ApiError;
+use crate::proxy::backends::{Backend, HEAD_TIMEOUT};
 use crate::state::AppState;
 
 /// How long the second direction may take to finish once the first has ended.

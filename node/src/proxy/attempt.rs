@@ -22,7 +22,7 @@ use aigw_actors::{Attempt, AttemptResult};
 use super::body::{FirstFrame, TimedBody};
 use super::upstream::UpstreamEndpoint;
 use super::{relay_error, relayed_headers};
-use crate::openai::{ApiError, UpstreamAnswer};
+use crate::error::{ApiError, UpstreamAnswer};
 
 /// What failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::openai::error_body;
+use crate::error::error_body;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -7,20 +7,23 @@
 //! upstream's actor by cast; nothing here awaits an actor.
 
 mod attempt;
+pub(crate) mod backends;
 mod body;
 mod pick;
 mod probe;
 mod routes;
-mod status;
 pub(crate) mod tap;
 mod upstream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aigw_actors::{SessionKey, UpstreamPolicy, UpstreamSpec};
+use aigw_actors::{
+    SessionKey, Sessions, SharedRetryBudget, UpstreamPolicy, UpstreamSpec, Upstreams,
+};
 use aigw_cluster::StateSnapshot;
 use aigw_config::UpstreamId;
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
@@ -29,13 +32,11 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
+pub(crate) use backends::BackendTable;
 pub(crate) use routes::{ModelRoute, RouteTable, RouteTarget};
-#[allow(unused_imports)] // mounted by the admin listener (cluster issue)
-pub(crate) use status::upstreams_status;
 pub(crate) use upstream::{HttpsClient, UpstreamEndpoint, build_client};
 
-use crate::openai::{ApiError, error_body};
-use crate::state::AppState;
+use crate::error::{ApiError, error_body};
 pub(crate) use attempt::UpstreamCall;
 use attempt::attempts_header;
 pub(crate) use body::BoxError;
@@ -48,6 +49,24 @@ const MAX_UPSTREAM_ERROR_BODY: usize = 64 * 1024;
 static X_AIGW_UPSTREAM: HeaderName = HeaderName::from_static("x-aigw-upstream");
 /// How many upstream attempts the response took, the successful one included.
 static X_AIGW_ATTEMPTS: HeaderName = HeaderName::from_static("x-aigw-attempts");
+
+/// What the proxy engine works with: the routes and the actors' boards of the settings in
+/// force (swapped together by `state::apply_settings`), and the node's limits on attempts.
+/// Handlers hand it to [`forward`]; the engine never sees the rest of the node's state.
+pub(crate) struct ProxyContext {
+    /// Routes built from the settings, with the upstream clients they own.
+    pub routes: ArcSwap<RouteTable>,
+    /// Every upstream's published health, breaker and load; gossip's door in and out.
+    pub upstreams: ArcSwap<Upstreams>,
+    /// Sticky sessions' bindings.
+    pub sessions: ArcSwap<Sessions>,
+    /// MCP servers, agent backends and sandboxes.
+    pub backends: ArcSwap<BackendTable>,
+    /// Caps failover attempts node-wide.
+    pub retry_budget: SharedRetryBudget,
+    /// Upstream attempts per request, the first included.
+    pub max_attempts: u32,
+}
 
 /// A request's answer and how it was obtained, for the request log.
 pub(crate) struct Forwarded {
@@ -63,14 +82,14 @@ pub(crate) struct Forwarded {
 /// for a target (its upstream model name spliced in). When every attempt fails, the client
 /// gets the last error.
 pub(crate) async fn forward(
-    state: &AppState,
+    proxy: &ProxyContext,
     model: &str,
     route: &ModelRoute,
     path: &str,
     session: Option<SessionKey>,
     body_for: impl Fn(&RouteTarget) -> Bytes,
 ) -> Forwarded {
-    forward_call(state, model, route, session, true, |target| {
+    forward_call(proxy, model, route, session, true, |target| {
         Some(UpstreamCall::post_json(path, body_for(target)))
     })
     .await
@@ -80,25 +99,25 @@ pub(crate) async fn forward(
 /// sent only once (a streamed upload) is not `replayable`: it gets one attempt, since its
 /// body is gone with the first.
 pub(crate) async fn forward_call(
-    state: &AppState,
+    proxy: &ProxyContext,
     model: &str,
     route: &ModelRoute,
     session: Option<SessionKey>,
     replayable: bool,
     mut call_for: impl FnMut(&RouteTarget) -> Option<UpstreamCall>,
 ) -> Forwarded {
-    let sessions = state.sessions.load_full();
+    let sessions = proxy.sessions.load_full();
     let bound = session.and_then(|s| sessions.bound_upstream(s));
     let mut picker = Picker::new(route, session, bound);
-    state.retry_budget.record_request();
+    proxy.retry_budget.record_request();
     let mut attempts = 0;
     let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
-    let max_attempts = if replayable { state.max_attempts } else { 1 };
+    let max_attempts = if replayable { proxy.max_attempts } else { 1 };
     while attempts < max_attempts {
         let Some((target, ticket)) = picker.next() else {
             break;
         };
-        if attempts > 0 && !state.retry_budget.try_retry() {
+        if attempts > 0 && !proxy.retry_budget.try_retry() {
             tracing::debug!(model, "retry budget spent; no further attempt");
             break;
         }
@@ -143,11 +162,11 @@ pub(crate) async fn forward_call(
 /// lives there (a video). No failover: the job exists nowhere else. `None` when the upstream
 /// is not in the current route table.
 pub(crate) async fn call_upstream(
-    state: &AppState,
+    proxy: &ProxyContext,
     upstream: &str,
     call: UpstreamCall,
 ) -> Option<Forwarded> {
-    let routes = state.routes.load_full();
+    let routes = proxy.routes.load_full();
     let target = routes.target_on(upstream)?;
     // Even past an open breaker: the job exists on no other upstream, and its answer (or
     // failure) still feeds the breaker.

@@ -35,7 +35,7 @@ pub(crate) struct Tier {
 pub(crate) struct ModelRoute {
     pub strategy: Strategy,
     /// How the model's tokens are estimated for token limits.
-    pub tokens: crate::quota::tokens::TokenCounting,
+    pub tokens: crate::tokens::TokenCounting,
     /// Sorted by priority, best first; settings order within a priority. At most 64, so a
     /// set of targets fits a `u64` mask.
     pub targets: Vec<RouteTarget>,
@@ -103,7 +103,7 @@ impl RouteTable {
             }
             let route = ModelRoute {
                 strategy: model.strategy,
-                tokens: crate::quota::tokens::TokenCounting::for_model(model),
+                tokens: crate::tokens::TokenCounting::for_model(model),
                 targets,
                 tiers,
             };

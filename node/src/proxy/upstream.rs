@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::attempt::{AttemptError, FailureKind};
 use super::probe::HttpProbe;
-use crate::openai::ApiError;
+use crate::error::ApiError;
 
 /// The fixed paths requests are forwarded to, whose URIs each endpoint keeps parsed.
 const ROUTED_PATHS: [&str; 5] = [

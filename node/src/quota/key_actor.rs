@@ -15,8 +15,9 @@ use std::sync::atomic::Ordering;
 use aigw_cluster::{BudgetKey, ClusterNode, Command, NodeId, Outcome};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::lease::HeldLease;
+use super::ledger::KeyQuota;
 use super::marks::Marks;
-use super::{HeldLease, KeyQuota, mark_step};
 
 pub(crate) enum KeyMsg {
     /// Lease `want` more units of `budget` for slot `slot`, as its next slice.
@@ -70,7 +71,7 @@ impl Actor for KeyActor {
 impl KeyActorState {
     async fn renew(&self, slot_at: usize, budget: BudgetKey, want: u64) {
         let slot = &self.quota.slots[slot_at];
-        if slot.next.lock().expect("quota lock").is_some() {
+        if slot.next.lock().is_some() {
             return;
         }
         let available = self
@@ -94,15 +95,15 @@ impl KeyActorState {
         match self.cluster.write(command).await {
             Ok(Outcome::LeaseGranted { granted }) if granted > 0 => {
                 let mut next = HeldLease::new(lease, budget, granted, 0);
-                let mark = mark_step(granted).min(granted);
+                let mark = HeldLease::first_mark(0, granted);
                 let marks = Arc::clone(&self.marks);
                 // Without a mark the lease counts as fully used after a crash: safe.
                 if let Ok(Ok(())) =
                     tokio::task::spawn_blocking(move || marks.set(lease, mark)).await
                 {
-                    next.mark = mark;
+                    next.marked(mark);
                 }
-                *slot.next.lock().expect("quota lock") = Some(next);
+                *slot.next.lock() = Some(next);
             }
             Ok(_) => {}
             Err(error) => {

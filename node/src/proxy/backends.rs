@@ -10,16 +10,16 @@ use aigw_config::{BackendSettings, Backends};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 
-use crate::openai::ApiError;
+use crate::error::ApiError;
 use crate::usage::Capability;
 
 /// Connecting to a backend (TCP and TLS) may take this long.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A backend's response head (or WebSocket handshake) may take this long; a body or a socket
 /// then streams for as long as both sides keep it open.
-pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(crate) type PassClient = crate::proxy::HttpsClient;
+pub(crate) type PassClient = super::HttpsClient;
 
 /// What a client addresses in the path: `/v1/mcp/{name}`, `/v1/agent/{type}`,
 /// `/v1/sandboxes/{name}`.

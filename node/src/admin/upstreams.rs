@@ -1,14 +1,14 @@
 //! `GET /admin/v1/upstreams`: every upstream as this node sees it, and as its live peers
-//! report it. The admin listener mounts [`upstreams_status`]; it reads only published
-//! snapshots, so it never waits on an actor either.
+//! report it. It reads only the board the upstream actors publish, so it never waits on an
+//! actor either.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aigw_actors::{Admission, BreakerState};
+use aigw_actors::{Admission, BreakerState, Upstreams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::state::AppState;
+use super::AdminState;
 
 /// Every upstream with its health (active probes), breaker state and since when, outlier
 /// counts, requests in flight, latency average, actor restarts, whether this node routes to
@@ -23,10 +23,15 @@ use crate::state::AppState;
 ///   "outliers": {"consecutive_failures": 0, "window_requests": 12, "window_failures": 1},
 ///   "in_flight": 2, "latency_ewma_ms": 840.5, "actor_restarts": 0}]}
 /// ```
-pub(crate) fn upstreams_status(state: &AppState) -> Value {
+pub(super) async fn list(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> axum::Json<Value> {
+    axum::Json(upstreams_status(&state.app.proxy.upstreams.load()))
+}
+
+fn upstreams_status(board: &Upstreams) -> Value {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let board = state.upstreams.load_full();
     let peers = board.peer_views();
     let upstreams: Vec<Value> = board
         .iter()
@@ -137,12 +142,13 @@ health = { enabled = false }
         let (state, actors) = crate::state::build(&config, "status-test", cluster)
             .await
             .unwrap();
-        state.upstreams.load().set_peer_views(BTreeMap::from([(
+        let board = state.proxy.upstreams.load_full();
+        board.set_peer_views(BTreeMap::from([(
             7,
             BTreeMap::from([("a".to_owned(), UpstreamView::Down)]),
         )]));
 
-        let status = upstreams_status(&state);
+        let status = upstreams_status(&board);
         assert_eq!(status["node_id"], 4);
         let upstreams = status["upstreams"].as_array().unwrap();
         assert_eq!(upstreams.len(), 2);
