@@ -21,6 +21,33 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = ProbeResult> + Send + 'static
 pub trait HealthProbe: Send + Sync + 'static {
     /// Starts one probe. The caller enforces the timeout.
     fn probe(&self) -> ProbeFuture;
+
+    /// What this probe checks, e.g. the URL it gets. A settings change rebuilds every probe;
+    /// one whose target is unchanged still watches the same upstream, so its actor and state
+    /// are kept (`NodeActors::plan_upstreams`). Compared, never shown or logged, so it may
+    /// carry what the probe sends. `None` (the default): the probe object is its own target,
+    /// and only the same `Arc` counts as unchanged.
+    fn target(&self) -> Option<String> {
+        None
+    }
+}
+
+impl std::fmt::Debug for dyn HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the target: it may hold credentials.
+        f.debug_struct("HealthProbe").finish_non_exhaustive()
+    }
+}
+
+/// Whether two probes check the same thing (see [`HealthProbe::target`]).
+pub(crate) fn same_target(a: &Arc<dyn HealthProbe>, b: &Arc<dyn HealthProbe>) -> bool {
+    if Arc::ptr_eq(a, b) {
+        return true;
+    }
+    match (a.target(), b.target()) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// What the probes say about an upstream.

@@ -13,9 +13,11 @@
 //! files, or makes the request path await an actor: requests read published snapshots and
 //! atomics, and report outcomes by cast.
 //!
-//! Called by: the node, which starts the tree ([`NodeActors`]), routes each request with the
-//! handles it exposes, and reports each attempt through an [`Attempt`]; later the cluster's
-//! gossip, through [`Upstreams::local_views`] and [`Upstreams::set_peer_views`].
+//! Called by: the node, which starts the tree ([`NodeActors`]), hands it the upstreams of each
+//! new settings revision (unchanged ones keep their actor and state:
+//! [`NodeActors::plan_upstreams`], [`NodeActors::apply_upstreams`]), routes each request with
+//! the handles it exposes, and reports each attempt through an [`Attempt`]; and the node's
+//! gossip loop, through [`Upstreams::local_views`] and [`Upstreams::set_peer_views`].
 #![forbid(unsafe_code)]
 
 mod balance;
@@ -45,7 +47,7 @@ pub use cluster_view::{PeerViews, UpstreamView, is_avoided};
 pub use ewma::Ewma;
 pub use health::{Health, HealthProbe, ProbeFuture, ProbeResult, ProbeTracker};
 pub use least_loaded::{better_of_two, load_cost, two_distinct};
-pub use node_supervisor::{NodeActors, UpstreamSpec};
+pub use node_supervisor::{ApplyError, NodeActors, UpstreamPlan, UpstreamSpec};
 pub use outlier::OutlierDetector;
 pub use rendezvous::{SessionKey, rendezvous_pick, rendezvous_score};
 pub use retry_budget::{RetryBudget, SharedRetryBudget};

@@ -1,5 +1,5 @@
 //! `NodeSupervisor`, the root of a node's supervision tree, and [`NodeActors`], the handle the
-//! node starts it with and stops it through.
+//! node starts it with, changes its upstreams through and stops it through.
 //!
 //! ```text
 //! NodeSupervisor
@@ -11,37 +11,103 @@
 //! restarts a failed supervisor, whose own start re-creates its children from the state they
 //! published (upstream handles, session table), so no failure below the root loses what the
 //! request path relies on.
+//!
+//! A settings change does not rebuild the tree: [`NodeActors::plan_upstreams`] decides which
+//! upstreams are unchanged (their actors and handles are kept) and builds the new board, and
+//! [`NodeActors::apply_upstreams`] has the tree stop the actors of removed or changed upstreams
+//! and start those of new ones. The root records the new set before passing it down, so a
+//! supervisor restarted afterwards starts the new set, not the one the node started with.
+//! Sessions are not touched: a binding to an upstream that is gone is ignored by routing and
+//! expires with its TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_config::{NodeId, RoutingSettings};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use ractor::rpc::CallResult;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
+};
 use tokio::task::JoinHandle;
 
 use crate::health::HealthProbe;
 use crate::session::Sessions;
 use crate::session_supervisor::SessionSupervisor;
 use crate::upstream::{UpstreamHandle, UpstreamPolicy};
-use crate::upstream_supervisor::{UpstreamChild, UpstreamSupervisor, UpstreamSupervisorArgs};
+use crate::upstream_supervisor::{
+    UpstreamChild, UpstreamSupervisor, UpstreamSupervisorArgs, UpstreamSupervisorMsg, plan_children,
+};
 use crate::upstreams::Upstreams;
 
 /// How long `stop` waits for the tree to wind down.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the root waits for the upstream supervisor to reconcile its children (it waits
+/// up to 2 s for the actors it stops, then starts the new ones).
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long `apply_upstreams` waits for the root; longer than `RECONCILE_TIMEOUT`, so it
+/// times out only when the root itself is stuck.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One upstream to run an actor for.
+/// One upstream to run an actor for. Which specs count as unchanged across a settings
+/// change: [`NodeActors::plan_upstreams`].
 pub struct UpstreamSpec {
     pub id: Arc<str>,
     pub policy: UpstreamPolicy,
     pub probe: Arc<dyn HealthProbe>,
 }
 
+/// Why the tree did not take a new set of upstreams.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the node's supervision tree is not running")]
+    TreeDown,
+    #[error("the node's supervision tree did not take the new upstreams within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The upstreams of a new settings revision, decided but not yet in force: the board to build
+/// routes over, and what applying it will keep, start and stop.
+pub struct UpstreamPlan {
+    children: Vec<UpstreamChild>,
+    upstreams: Arc<Upstreams>,
+    kept: Vec<Arc<str>>,
+    started: Vec<Arc<str>>,
+    stopped: Vec<Arc<str>>,
+}
+
+impl UpstreamPlan {
+    /// The new board: the kept upstreams' handles (the same `Arc`s the current board holds)
+    /// and fresh ones for the rest, in the new settings' order.
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+
+    /// Upstreams whose actor and state carry on.
+    pub fn kept(&self) -> &[Arc<str>] {
+        &self.kept
+    }
+
+    /// Upstreams that get a new actor with fresh state: new ones and changed ones.
+    pub fn started(&self) -> &[Arc<str>] {
+        &self.started
+    }
+
+    /// Upstreams whose actor stops: removed ones and changed ones.
+    pub fn stopped(&self) -> &[Arc<str>] {
+        &self.stopped
+    }
+}
+
 /// A running supervision tree and the shared state its actors publish.
 pub struct NodeActors {
-    root: ActorRef<()>,
+    root: ActorRef<NodeSupervisorMsg>,
     task: Option<JoinHandle<()>>,
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
+    /// The upstreams the tree runs, as last applied: what the next plan is made from.
+    children: Vec<UpstreamChild>,
+    peer_down_quorum: u32,
 }
 
 impl NodeActors {
@@ -53,21 +119,12 @@ impl NodeActors {
         upstreams: Vec<UpstreamSpec>,
         routing: &RoutingSettings,
     ) -> Result<Self, SpawnErr> {
-        let children: Vec<UpstreamChild> = upstreams
-            .into_iter()
-            .map(|spec| UpstreamChild {
-                handle: UpstreamHandle::new(spec.id, spec.policy, routing.peer_down_quorum),
-                probe: spec.probe,
-            })
-            .collect();
-        let board = Arc::new(Upstreams::new(
-            node_id,
-            children.iter().map(|c| Arc::clone(&c.handle)).collect(),
-        ));
+        let children = plan_children(&[], upstreams, routing.peer_down_quorum);
+        let board = Arc::new(Upstreams::new(node_id, handles(&children)));
         let sessions = Sessions::new(routing.session_ttl);
         let args = NodeSupervisorArgs {
             name_prefix: name_prefix.into(),
-            upstreams: children,
+            upstreams: children.clone(),
             sessions: Arc::clone(&sessions),
         };
         let (root, task) =
@@ -77,7 +134,78 @@ impl NodeActors {
             task: Some(task),
             upstreams: board,
             sessions,
+            children,
+            peer_down_quorum: routing.peer_down_quorum,
         })
+    }
+
+    /// Decides what a settings change does to the upstreams, without doing it: an upstream
+    /// with the same id, the same [`UpstreamPolicy`] and a probe with the same
+    /// [`HealthProbe::target`] is unchanged and keeps its actor and [`UpstreamHandle`] (health,
+    /// breaker, latency average, requests in flight, probe permits); every other one in
+    /// `specs` gets a fresh handle, and those missing from `specs` are to stop. Build the
+    /// routes over [`UpstreamPlan::upstreams`], then [`NodeActors::apply_upstreams`]; a plan
+    /// that is dropped changes nothing.
+    ///
+    /// A kept upstream takes the new spec's probe: it is the one built with the upstream's
+    /// new endpoint (the client and credentials the routes use), and checks the same target.
+    pub fn plan_upstreams(&self, specs: Vec<UpstreamSpec>) -> UpstreamPlan {
+        let children = plan_children(&self.children, specs, self.peer_down_quorum);
+        let is_current = |handle: &Arc<UpstreamHandle>| {
+            self.children
+                .iter()
+                .any(|current| Arc::ptr_eq(&current.handle, handle))
+        };
+        let is_planned = |handle: &Arc<UpstreamHandle>| {
+            children
+                .iter()
+                .any(|planned| Arc::ptr_eq(&planned.handle, handle))
+        };
+        let id = |child: &UpstreamChild| Arc::clone(child.handle.id());
+        let (kept, started) = children
+            .iter()
+            .partition::<Vec<_>, _>(|child| is_current(&child.handle));
+        let stopped = self
+            .children
+            .iter()
+            .filter(|child| !is_planned(&child.handle))
+            .map(id)
+            .collect();
+        UpstreamPlan {
+            upstreams: Arc::new(self.upstreams.successor(handles(&children))),
+            kept: kept.into_iter().map(id).collect(),
+            started: started.into_iter().map(id).collect(),
+            stopped,
+            children,
+        }
+    }
+
+    /// Puts `plan` in force: when this returns, the actors of removed and changed upstreams
+    /// are stopped and those of new and changed ones run (a start that failed is being
+    /// retried by the supervisor), and [`NodeActors::upstreams`] is the plan's board, which
+    /// it also returns. Sessions are kept. On an error the node keeps its current board; a
+    /// tree that timed out may still take the plan later, and the next apply reconciles from
+    /// whatever it runs (children are matched by handle, not by position).
+    pub async fn apply_upstreams(
+        &mut self,
+        plan: UpstreamPlan,
+    ) -> Result<Arc<Upstreams>, ApplyError> {
+        let children = plan.children.clone();
+        let sent = self
+            .root
+            .call(
+                |reply| NodeSupervisorMsg::SetUpstreams(children, reply),
+                Some(APPLY_TIMEOUT),
+            )
+            .await;
+        match sent {
+            Ok(CallResult::Success(())) => {}
+            Ok(CallResult::Timeout) => return Err(ApplyError::Timeout(APPLY_TIMEOUT)),
+            Ok(CallResult::SenderError) | Err(_) => return Err(ApplyError::TreeDown),
+        }
+        self.children = plan.children;
+        self.upstreams = Arc::clone(&plan.upstreams);
+        Ok(plan.upstreams)
     }
 
     pub fn upstreams(&self) -> &Arc<Upstreams> {
@@ -114,7 +242,16 @@ impl Drop for NodeActors {
     }
 }
 
+fn handles(children: &[UpstreamChild]) -> Vec<Arc<UpstreamHandle>> {
+    children.iter().map(|c| Arc::clone(&c.handle)).collect()
+}
+
 pub struct NodeSupervisor;
+
+pub enum NodeSupervisorMsg {
+    /// Supervise exactly these upstreams from now on (`NodeActors::apply_upstreams`).
+    SetUpstreams(Vec<UpstreamChild>, RpcReplyPort<()>),
+}
 
 pub struct NodeSupervisorArgs {
     name_prefix: Arc<str>,
@@ -123,13 +260,14 @@ pub struct NodeSupervisorArgs {
 }
 
 pub struct NodeSupervisorState {
+    /// What a restarted supervisor starts from; `upstreams` follows every applied change.
     args: NodeSupervisorArgs,
-    upstream_supervisor: Option<ActorId>,
+    upstream_supervisor: Option<ActorRef<UpstreamSupervisorMsg>>,
     session_supervisor: Option<ActorId>,
 }
 
 impl Actor for NodeSupervisor {
-    type Msg = ();
+    type Msg = NodeSupervisorMsg;
     type State = NodeSupervisorState;
     type Arguments = NodeSupervisorArgs;
 
@@ -137,7 +275,7 @@ impl Actor for NodeSupervisor {
     /// `NodeActors::start` returns, every mailbox the request path casts to is set.
     async fn pre_start(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<NodeSupervisorMsg>,
         args: NodeSupervisorArgs,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
         let upstream_supervisor = Some(spawn_upstream_supervisor(&myself, &args).await?);
@@ -149,9 +287,35 @@ impl Actor for NodeSupervisor {
         })
     }
 
+    async fn handle(
+        &self,
+        _myself: ActorRef<NodeSupervisorMsg>,
+        message: NodeSupervisorMsg,
+        state: &mut NodeSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let NodeSupervisorMsg::SetUpstreams(children, reply) = message;
+        // Recorded first: should the upstream supervisor fail before it has reconciled, its
+        // restart starts this set.
+        state.args.upstreams = children.clone();
+        if let Some(supervisor) = &state.upstream_supervisor {
+            let reconciled = supervisor
+                .call(
+                    |reply| UpstreamSupervisorMsg::Reconcile(children, reply),
+                    Some(RECONCILE_TIMEOUT),
+                )
+                .await;
+            if !matches!(reconciled, Ok(CallResult::Success(()))) {
+                // Failed: its restart starts the new set. Slow: the message is still queued.
+                tracing::warn!("the upstream supervisor did not confirm the new upstreams in time");
+            }
+        }
+        let _ = reply.send(());
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<NodeSupervisorMsg>,
         event: SupervisionEvent,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -161,7 +325,7 @@ impl Actor for NodeSupervisor {
         let failed = Some(cell.get_id());
         // Should a restart fail too, the error stops this root, which the node logs; no
         // failure of a supervisor's children gets here, only the supervisors' own.
-        if failed == state.upstream_supervisor {
+        if failed == state.upstream_supervisor.as_ref().map(|s| s.get_id()) {
             tracing::error!(%error, "upstream supervisor failed; restarting it");
             state.upstream_supervisor =
                 Some(spawn_upstream_supervisor(&myself, &state.args).await?);
@@ -174,9 +338,9 @@ impl Actor for NodeSupervisor {
 }
 
 async fn spawn_upstream_supervisor(
-    myself: &ActorRef<()>,
+    myself: &ActorRef<NodeSupervisorMsg>,
     args: &NodeSupervisorArgs,
-) -> Result<ActorId, SpawnErr> {
+) -> Result<ActorRef<UpstreamSupervisorMsg>, SpawnErr> {
     let name = format!("{}/upstreams", args.name_prefix);
     let child_args = UpstreamSupervisorArgs {
         name_prefix: Arc::clone(&args.name_prefix),
@@ -189,11 +353,11 @@ async fn spawn_upstream_supervisor(
         myself.get_cell(),
     )
     .await?;
-    Ok(actor.get_id())
+    Ok(actor)
 }
 
 async fn spawn_session_supervisor(
-    myself: &ActorRef<()>,
+    myself: &ActorRef<NodeSupervisorMsg>,
     args: &NodeSupervisorArgs,
 ) -> Result<ActorId, SpawnErr> {
     let name = format!("{}/sessions", args.name_prefix);

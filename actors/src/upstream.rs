@@ -16,8 +16,8 @@
 //! actor does the effects around them: timers, probe tasks, publishing.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aigw_config::{BreakerSettings, HealthCheckSettings, UpstreamSettings};
@@ -492,6 +492,10 @@ pub enum UpstreamMsg {
     ProbeDone(ProbeResult),
     /// The open period armed in `epoch` is over.
     OpenElapsed { epoch: u64 },
+    /// Probe with this from now on (from the supervisor): a settings change rebuilt the
+    /// upstream's endpoint (its client, its credentials) but not the probe's target, so the
+    /// state carries on. A probe already running finishes and counts.
+    UseProbe(Arc<dyn HealthProbe>),
     /// Fault injection: the actor panics, so tests and jepsen runs can prove it is restarted
     /// from its last published state while the node keeps serving.
     InjectPanic,
@@ -592,6 +596,10 @@ impl Actor for UpstreamActor {
                 if state.probe_task.is_none() {
                     state.probe_task = Some(spawn_probe(&myself, state));
                 }
+                return Ok(());
+            }
+            UpstreamMsg::UseProbe(probe) => {
+                state.probe = probe;
                 return Ok(());
             }
             UpstreamMsg::InjectPanic => {

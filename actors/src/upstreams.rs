@@ -35,6 +35,21 @@ impl Upstreams {
         }
     }
 
+    /// The board of a new settings revision: `handles` (those of kept upstreams are the same
+    /// `Arc`s as here), with the peers' views as last set here, so an upstream the cluster
+    /// avoids stays avoided until the next gossip round instead of looking fresh.
+    pub(crate) fn successor(&self, handles: Vec<Arc<UpstreamHandle>>) -> Self {
+        let peers = self.peers.load_full();
+        for handle in &handles {
+            handle.set_peers_down(peers.down_count(handle.id()));
+        }
+        Self {
+            node_id: self.node_id,
+            handles,
+            peers: ArcSwap::new(peers),
+        }
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
@@ -121,5 +136,27 @@ mod tests {
         // Peer 3 died: only live peers count.
         upstreams.set_peer_views(BTreeMap::from([(2, down_a())]));
         assert_eq!(upstreams.get("a").unwrap().admission(), Admission::Open);
+    }
+
+    #[test]
+    fn a_successor_board_keeps_the_peers_views_for_old_and_new_upstreams() {
+        let upstreams = upstreams();
+        let down = |id: &str| BTreeMap::from([(id.to_owned(), UpstreamView::Down)]);
+        let mut both = down("a");
+        both.extend(down("c"));
+        upstreams.set_peer_views(BTreeMap::from([(2, both.clone()), (3, both)]));
+        let kept = Arc::clone(upstreams.get("a").unwrap());
+        let added = UpstreamHandle::new("c".into(), kept.policy().clone(), 2);
+        let next = upstreams.successor(vec![Arc::clone(&kept), Arc::clone(&added)]);
+        assert_eq!(next.node_id(), 1);
+        assert!(Arc::ptr_eq(next.get("a").unwrap(), &kept));
+        assert!(next.get("b").is_none());
+        assert_eq!(
+            added.peers_down(),
+            2,
+            "a new upstream learns the peers' views at once"
+        );
+        assert_eq!(added.admission(), Admission::Avoided);
+        assert_eq!(next.peer_views().of("a").count(), 2);
     }
 }
