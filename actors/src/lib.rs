@@ -1,15 +1,18 @@
 //! The runtime decisions of an aigw node, and the supervised actors that own the state behind
 //! them: which target serves a request (balancing, sticky sessions), whether an upstream may
 //! be used (health probes, outlier detection, circuit breaker, the cluster's view), and how
-//! many retries the node can afford (retry budget). Key quotas come here next.
+//! many retries the node can afford (retry budget), and the leases of key budgets this node
+//! spends from (the pure lease arithmetic, and the key actors that renew them).
 //!
 //! Owns: a supervision tree per node (`NodeSupervisor` -> `UpstreamSupervisor` ->
-//! `UpstreamActor`, `SessionSupervisor` -> `SessionActor`; node_supervisor.rs draws it), the
+//! `UpstreamActor`, `SessionSupervisor` -> `SessionActor`, `KeySupervisor` -> `KeyActor`;
+//! node_supervisor.rs draws it), the
 //! snapshots those actors publish, and the decisions as pure functions and plain structs
 //! (breaker transitions, window arithmetic, EWMA, rendezvous hashing, power of two choices,
 //! the retry budget) tested without a runtime.
 //!
-//! Never: performs HTTP (the node injects health probes as a [`HealthProbe`]), reads config
+//! Never: performs HTTP or writes to Raft (the node injects health probes as a
+//! [`HealthProbe`] and the budget ledger as a [`LeaseLedger`]), reads config
 //! files, or makes the request path await an actor: requests read published snapshots and
 //! atomics, and report outcomes by cast.
 //!
@@ -26,6 +29,8 @@ mod cluster_view;
 mod ewma;
 mod hash;
 mod health;
+mod key;
+pub mod lease;
 mod least_loaded;
 mod mailbox;
 mod node_supervisor;
@@ -46,6 +51,7 @@ pub use breaker::{Breaker, BreakerState};
 pub use cluster_view::{PeerViews, UpstreamView, is_avoided};
 pub use ewma::Ewma;
 pub use health::{Health, HealthProbe, ProbeFuture, ProbeResult, ProbeTracker};
+pub use key::{KeyActors, KeyLeases, KeyMsg, LeaseLedger, LeaseSlot, renewal_wanted};
 pub use least_loaded::{better_of_two, load_cost, two_distinct};
 pub use node_supervisor::{ApplyError, NodeActors, UpstreamPlan, UpstreamSpec};
 pub use outlier::OutlierDetector;

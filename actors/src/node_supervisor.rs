@@ -4,10 +4,13 @@
 //! ```text
 //! NodeSupervisor
 //! ├── UpstreamSupervisor ── UpstreamActor (one per upstream)
-//! └── SessionSupervisor ─── SessionActor (one per live sticky session)
+//! ├── SessionSupervisor ─── SessionActor (one per live sticky session)
+//! └── KeySupervisor ─────── KeyActor (one per key whose budget leases this node renews)
 //! ```
 //!
-//! (`KeySupervisor` joins with quotas.) Each supervisor restarts a failed child; this one
+//! The key supervisor joins once the node's quotas start ([`NodeActors::start_keys`]): its
+//! actors lease through the node's Raft, which the tree does not know, so the node hands it a
+//! [`LeaseLedger`]. Each supervisor restarts a failed child; this one
 //! restarts a failed supervisor, whose own start re-creates its children from the state they
 //! published (upstream handles, session table), so no failure below the root loses what the
 //! request path relies on.
@@ -20,6 +23,8 @@
 //! Sessions are not touched: a binding to an upstream that is gone is ignored by routing and
 //! expires with its TTL.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +37,7 @@ use ractor::{
 use tokio::task::JoinHandle;
 
 use crate::health::HealthProbe;
+use crate::key::{KeyActors, LeaseLedger, key_actors, spawn_key_supervisor};
 use crate::session::Sessions;
 use crate::session_supervisor::SessionSupervisor;
 use crate::upstream::{UpstreamHandle, UpstreamPolicy};
@@ -108,6 +114,8 @@ pub struct NodeActors {
     /// The upstreams the tree runs, as last applied: what the next plan is made from.
     children: Vec<UpstreamChild>,
     peer_down_quorum: u32,
+    /// What makes this tree's actor names unique in the process.
+    name_prefix: Arc<str>,
 }
 
 impl NodeActors {
@@ -136,6 +144,7 @@ impl NodeActors {
             sessions,
             children,
             peer_down_quorum: routing.peer_down_quorum,
+            name_prefix: name_prefix.into(),
         })
     }
 
@@ -177,6 +186,35 @@ impl NodeActors {
             started: started.into_iter().map(id).collect(),
             stopped,
             children,
+        }
+    }
+
+    /// Starts the key supervisor under the root: key actors lease through `ledger`. The
+    /// returned handle starts a key's actor; the root restarts the supervisor if it fails.
+    pub async fn start_keys<L: LeaseLedger>(&self, ledger: Arc<L>) -> Result<KeyActors<L>, String> {
+        let name = format!("{}/keys", self.name_prefix);
+        let spawn: SpawnKeys = {
+            let name = name.clone();
+            Arc::new(move |parent| {
+                Box::pin(spawn_key_supervisor(
+                    name.clone(),
+                    Arc::clone(&ledger),
+                    parent,
+                ))
+            })
+        };
+        let adopted = self
+            .root
+            .call(
+                |reply| NodeSupervisorMsg::AdoptKeys(spawn, reply),
+                Some(APPLY_TIMEOUT),
+            )
+            .await;
+        match adopted {
+            Ok(CallResult::Success(Ok(()))) => Ok(key_actors(&self.name_prefix)),
+            Ok(CallResult::Success(Err(error))) => Err(error.to_string()),
+            Ok(CallResult::Timeout) => Err(ApplyError::Timeout(APPLY_TIMEOUT).to_string()),
+            Ok(CallResult::SenderError) | Err(_) => Err(ApplyError::TreeDown.to_string()),
         }
     }
 
@@ -251,7 +289,17 @@ pub struct NodeSupervisor;
 pub enum NodeSupervisorMsg {
     /// Supervise exactly these upstreams from now on (`NodeActors::apply_upstreams`).
     SetUpstreams(Vec<UpstreamChild>, RpcReplyPort<()>),
+    /// Start the key supervisor with this spawn, and restart it with the same when it fails
+    /// (`NodeActors::start_keys`).
+    AdoptKeys(SpawnKeys, RpcReplyPort<Result<(), SpawnErr>>),
 }
+
+/// Spawns the key supervisor under the given parent; the ledger's type is erased in it.
+pub type SpawnKeys = Arc<
+    dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct NodeSupervisorArgs {
     name_prefix: Arc<str>,
@@ -264,6 +312,8 @@ pub struct NodeSupervisorState {
     args: NodeSupervisorArgs,
     upstream_supervisor: Option<ActorRef<UpstreamSupervisorMsg>>,
     session_supervisor: Option<ActorId>,
+    /// The key supervisor, and how to start it again.
+    key_supervisor: Option<(ActorId, SpawnKeys)>,
 }
 
 impl Actor for NodeSupervisor {
@@ -284,16 +334,26 @@ impl Actor for NodeSupervisor {
             args,
             upstream_supervisor,
             session_supervisor,
+            key_supervisor: None,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<NodeSupervisorMsg>,
+        myself: ActorRef<NodeSupervisorMsg>,
         message: NodeSupervisorMsg,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let NodeSupervisorMsg::SetUpstreams(children, reply) = message;
+        let (children, reply) = match message {
+            NodeSupervisorMsg::SetUpstreams(children, reply) => (children, reply),
+            NodeSupervisorMsg::AdoptKeys(spawn, reply) => {
+                let started = spawn(myself.get_cell()).await;
+                let _ = reply.send(started.map(|cell| {
+                    state.key_supervisor = Some((cell.get_id(), spawn));
+                }));
+                return Ok(());
+            }
+        };
         // Recorded first: should the upstream supervisor fail before it has reconciled, its
         // restart starts this set.
         state.args.upstreams = children.clone();
@@ -332,6 +392,11 @@ impl Actor for NodeSupervisor {
         } else if failed == state.session_supervisor {
             tracing::error!(%error, "session supervisor failed; restarting it");
             state.session_supervisor = Some(spawn_session_supervisor(&myself, &state.args).await?);
+        } else if let Some((id, spawn)) = state.key_supervisor.as_mut()
+            && failed == Some(*id)
+        {
+            tracing::error!(%error, "key supervisor failed; restarting it");
+            *id = spawn(myself.get_cell()).await?.get_id();
         }
         Ok(())
     }

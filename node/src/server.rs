@@ -95,10 +95,12 @@ impl RunningNode {
         let (state, actors) = crate::state::build(config, &name_prefix, cluster.state())
             .await
             .map_err(StartError::Settings)?;
-        let quotas = crate::quota::Quotas::new(
+        let quotas = crate::quota::Quotas::start(
             cluster.clone(),
             &config.node.data_dir.join("quota-marks.redb"),
+            &actors,
         )
+        .await
         .map_err(StartError::Quota)?;
         let quotas = Arc::new(quotas);
         let _ = state.quotas.set(Arc::clone(&quotas));
@@ -111,12 +113,7 @@ impl RunningNode {
             )),
             tokio::spawn(keep_quotas(Arc::clone(&quotas))),
             tokio::spawn(crate::quota::rates::keep_rates(Arc::clone(&quotas))),
-            tokio::spawn(follow_settings(
-                state.clone(),
-                config.clone(),
-                name_prefix,
-                Arc::clone(&actors),
-            )),
+            tokio::spawn(follow_settings(state.clone(), Arc::clone(&actors))),
         ];
         let (stop, stopped) = watch::channel(false);
         let admin = admin_listener.map(|listener| {
@@ -329,12 +326,7 @@ async fn keep_quotas(quotas: Arc<crate::quota::Quotas>) {
 
 /// Rebuilds routing whenever the cluster applies a new settings revision that this node can
 /// use (one it could not resolve keeps the previous routing; the snapshot says why).
-async fn follow_settings(
-    state: AppState,
-    config: Config,
-    name_prefix: String,
-    actors: Arc<Mutex<Option<NodeActors>>>,
-) {
+async fn follow_settings(state: AppState, actors: Arc<Mutex<Option<NodeActors>>>) {
     let mut changes = state.cluster.subscribe();
     let mut applied = state.cluster.load().settings_revision;
     while changes.changed().await.is_ok() {
@@ -343,15 +335,12 @@ async fn follow_settings(
             continue;
         }
         applied = snapshot.settings_revision;
-        let prefix = format!("{name_prefix}/r{applied}");
-        match crate::state::apply_settings(&state, &config, &prefix).await {
-            Ok(fresh) => {
-                let old = actors.lock().await.replace(fresh);
-                if let Some(old) = old {
-                    old.stop().await;
-                }
-                tracing::info!(revision = applied, "applied new cluster settings");
-            }
+        let mut tree = actors.lock().await;
+        let Some(tree) = tree.as_mut() else {
+            break; // shutting down
+        };
+        match crate::state::apply_settings(&state, tree).await {
+            Ok(()) => tracing::info!(revision = applied, "applied new cluster settings"),
             Err(error) => {
                 tracing::error!(revision = applied, %error, "cannot apply the new cluster settings; keeping the previous routing");
             }

@@ -85,7 +85,7 @@ pub(crate) async fn build(
         proxy: ProxyContext {
             routes: ArcSwap::from_pointee(routes),
             upstreams: ArcSwap::new(Arc::clone(actors.upstreams())),
-            sessions: ArcSwap::new(Arc::clone(actors.sessions())),
+            sessions: Arc::clone(actors.sessions()),
             backends: ArcSwap::from_pointee(backends),
             retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
             max_attempts: config.routing.max_attempts,
@@ -99,38 +99,38 @@ pub(crate) async fn build(
     Ok((state, actors))
 }
 
-/// Applies a new settings revision: starts a supervision tree for the new upstreams, builds
-/// the routes over it, swaps routes, upstreams and sessions in one go, and returns the new
-/// tree (the caller stops the old one). Requests already in flight finish on what they
-/// loaded. On an error nothing is swapped.
+/// Applies a new settings revision: plans the upstreams (unchanged ones keep their actor and
+/// state), builds routes and backends over the planned board, then puts the plan in force and
+/// swaps routes, backends and the upstream board. Sessions stay. Requests in flight finish on
+/// what they loaded. On an error nothing is swapped and no actor changes.
 pub(crate) async fn apply_settings(
     state: &AppState,
-    config: &Config,
-    name_prefix: &str,
-) -> Result<NodeActors, String> {
+    actors: &mut NodeActors,
+) -> Result<(), String> {
     let snapshot = state.cluster.load();
     let (endpoints, specs) = proxy::endpoints(&snapshot)?;
-    let actors = NodeActors::start(config.node.id, name_prefix, specs, &config.routing)
+    let plan = actors.plan_upstreams(specs);
+    let routes = RouteTable::build(&snapshot, &endpoints, plan.upstreams())?;
+    let client = state.proxy.backends.load().client.clone();
+    let backends = BackendTable::with_client(&snapshot.backends, client)?;
+    let (kept, started, stopped) = (
+        plan.kept().len(),
+        plan.started().len(),
+        plan.stopped().len(),
+    );
+    let upstreams = actors
+        .apply_upstreams(plan)
         .await
-        .map_err(|e| format!("cannot start the upstream actors: {e}"))?;
-    let built = RouteTable::build(&snapshot, &endpoints, actors.upstreams()).and_then(|routes| {
-        let client = state.proxy.backends.load().client.clone();
-        Ok((
-            routes,
-            BackendTable::with_client(&snapshot.backends, client)?,
-        ))
-    });
-    let (routes, backends) = match built {
-        Ok(built) => built,
-        Err(e) => {
-            actors.stop().await;
-            return Err(e);
-        }
-    };
+        .map_err(|e| format!("cannot change the upstream actors: {e}"))?;
     let proxy = &state.proxy;
     proxy.routes.store(Arc::new(routes));
     proxy.backends.store(Arc::new(backends));
-    proxy.upstreams.store(Arc::clone(actors.upstreams()));
-    proxy.sessions.store(Arc::clone(actors.sessions()));
-    Ok(actors)
+    proxy.upstreams.store(upstreams);
+    tracing::info!(
+        kept,
+        started,
+        stopped,
+        "upstream actors follow the new settings"
+    );
+    Ok(())
 }

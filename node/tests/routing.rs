@@ -635,3 +635,96 @@ async fn an_upstream_actor_that_panics_is_restarted_with_its_breaker_state_and_t
     assert_eq!(a.stats().requests, 3);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_settings_change_keeps_the_breaker_of_an_upstream_it_does_not_change() {
+    let a = mock(MockBehavior {
+        error_rate: 1.0,
+        ..MockBehavior::default()
+    })
+    .await;
+    let b = mock(MockBehavior::default()).await;
+    let breaker = r#"breaker = { consecutive_failures = 3, open_for = "1m" }"#;
+    let extra = format!("{NO_PROBES}\n{breaker}");
+    let mut text = config(
+        1,
+        "weighted",
+        &[target("a", &a), target("b", &b)],
+        &extra,
+        "",
+    );
+    text = text.replacen(
+        "api_listen = \"127.0.0.1:0\"\n",
+        "api_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"admin-token-for-tests\"\n",
+        1,
+    );
+    let node = node_with(&text).await;
+    let warmup = load(&node, 20, 1).await;
+    assert!(warmup.iter().all(|x| x.status == 200));
+    assert_eq!(a.stats().requests, 3, "a's breaker opened");
+
+    // A new revision that adds a model and changes nothing about a or b.
+    let admin = |method, path: &str| admin_request(&node, "admin-token-for-tests", method, path);
+    let current: Value = admin(reqwest::Method::GET, "/settings")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upstream = |id: &str, mock: &MockServer| {
+        format!(
+            "[[upstreams]]\nid = \"{id}\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n{extra}\n\n",
+            mock.addr()
+        )
+    };
+    let document = format!(
+        "{}{}[[models]]\nname = \"chat-default\"\ntargets = [{{ upstream = \"a\", model = \"m-a\" }}, {{ upstream = \"b\", model = \"m-b\" }}]\n\n[[models]]\nname = \"second-model\"\ntargets = [{{ upstream = \"b\", model = \"y\" }}]\n",
+        upstream("a", &a),
+        upstream("b", &b),
+    );
+    let written = admin(reqwest::Method::PUT, "/settings")
+        .json(&json!({"toml": document, "expected_revision": current["revision"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200, "{:?}", written.text().await);
+    let second = json!({"model": "second-model", "messages": [{"role": "user", "content": "hi"}]});
+    let mut applied = false;
+    for _ in 0..300 {
+        if ask(&client(), &node, &second).await.status == 200 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(applied, "the new model never routed");
+
+    // a's breaker is still open: it gets nothing, and its status says so.
+    let after = load(&node, 30, 2).await;
+    assert!(
+        after
+            .iter()
+            .all(|x| x.status == 200 && x.upstream.as_deref() == Some("b"))
+    );
+    assert_eq!(a.stats().requests, 3);
+    let upstreams: Value = admin(reqwest::Method::GET, "/upstreams")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status_of = |id: &str| {
+        upstreams["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(status_of("a")["breaker"]["state"], "open", "{upstreams}");
+    assert_eq!(status_of("b")["breaker"]["state"], "closed");
+    node.shutdown().await;
+}

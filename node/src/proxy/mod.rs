@@ -58,8 +58,8 @@ pub(crate) struct ProxyContext {
     pub routes: ArcSwap<RouteTable>,
     /// Every upstream's published health, breaker and load; gossip's door in and out.
     pub upstreams: ArcSwap<Upstreams>,
-    /// Sticky sessions' bindings.
-    pub sessions: ArcSwap<Sessions>,
+    /// Sticky sessions' bindings (they outlive settings changes).
+    pub sessions: Arc<Sessions>,
     /// MCP servers, agent backends and sandboxes.
     pub backends: ArcSwap<BackendTable>,
     /// Caps failover attempts node-wide.
@@ -106,7 +106,7 @@ pub(crate) async fn forward_call(
     replayable: bool,
     mut call_for: impl FnMut(&RouteTarget) -> Option<UpstreamCall>,
 ) -> Forwarded {
-    let sessions = proxy.sessions.load_full();
+    let sessions = &proxy.sessions;
     let bound = session.and_then(|s| sessions.bound_upstream(s));
     let mut picker = Picker::new(route, session, bound);
     proxy.retry_budget.record_request();

@@ -34,6 +34,12 @@ impl HttpProbe {
 }
 
 impl HealthProbe for HttpProbe {
+    /// The URL probed: a settings change that keeps it (and the health and breaker settings)
+    /// keeps the upstream's actor and state. Credentials are not part of it.
+    fn target(&self) -> Option<String> {
+        Some(self.uri.to_string())
+    }
+
     fn probe(&self) -> ProbeFuture {
         let mut request = Request::get(self.uri.clone());
         if let Some(authorization) = &self.authorization {

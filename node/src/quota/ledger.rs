@@ -1,6 +1,7 @@
 //! This node's side of the replicated budgets: the leases it holds per key and budget, how an
 //! admission reserves from them (`reserve`), and every effect around the pure arithmetic of
-//! lease.rs: grants and closes through Raft, marks on disk, the key actor's renewals, closing
+//! aigw-actors' lease.rs: grants and closes through Raft, marks on disk, the key actors'
+//! renewals (aigw-actors' key.rs, through raft_ledger.rs), closing
 //! idle keys' leases, settling the leases held before a restart, giving all back on shutdown.
 //!
 //! Where the request path writes shared state: an admission takes a slot's `held` lock for a
@@ -10,7 +11,7 @@
 //! later admission of the key into a panic.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aigw_cluster::{
@@ -22,9 +23,11 @@ use http::HeaderMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::key_actor;
-use super::lease::{self, Advance, HeldLease, Spend};
+use aigw_actors::lease::{self, Advance, Spend};
+use aigw_actors::{KeyActors, KeyLeases, KeyMsg, LeaseSlot, NodeActors};
+
 use super::marks::Marks;
+use super::raft_ledger::RaftLedger;
 use super::rate_limit::{Rates, retry_after};
 use super::refusal::Refusal;
 
@@ -34,12 +37,18 @@ const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// before a restart.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
+/// A lease of one of a key's budgets, as this node holds it.
+pub(super) type HeldLease = lease::HeldLease<BudgetKey>;
+type Slot = LeaseSlot<BudgetKey>;
+
 /// Leases and rate buckets of the keys this node has seen.
 pub(crate) struct Quotas {
     pub(super) cluster: ClusterNode,
     pub(super) node: NodeId,
     pub(super) keys: DashMap<KeyId, Arc<KeyQuota>>,
     marks: Arc<Marks>,
+    /// Starts a key's actor, under the node's supervision tree.
+    key_actors: KeyActors<RaftLedger>,
     /// When this node started, if it ran before (its marks file existed): its rate buckets
     /// then start from what they would have refilled since.
     pub(super) restarted: Option<Instant>,
@@ -52,7 +61,9 @@ pub(crate) struct Quotas {
 /// requests in flight and its demand.
 #[derive(Default)]
 pub(super) struct KeyQuota {
-    pub slots: [Slot; 4],
+    /// One slot per budget dimension; shared with the key's actor (see aigw-actors' key.rs
+    /// for who writes what).
+    pub slots: Arc<KeyLeases<BudgetKey>>,
     pub rate: Mutex<Rates>,
     pub in_flight: AtomicU32,
     /// Requests and tokens asked since the demand was last taken (keys with RPM / TPM).
@@ -60,20 +71,6 @@ pub(super) struct KeyQuota {
     pub asked_tokens: AtomicU64,
     /// Unix seconds of the last admission.
     pub last_used: AtomicU64,
-    /// The key's actor, spawned when a slice first needs renewing.
-    actor: tokio::sync::OnceCell<ractor::ActorRef<key_actor::KeyMsg>>,
-}
-
-#[derive(Default)]
-pub(super) struct Slot {
-    /// The lease admissions spend from. Lock order: `held`, then `next`.
-    pub held: Mutex<Option<HeldLease>>,
-    /// The next slice, leased by the key actor before `held` runs dry.
-    pub next: Mutex<Option<HeldLease>>,
-    /// A renewal is asked for or under way.
-    pub renewing: AtomicBool,
-    /// Serialises refills: one grant at a time per budget on this node.
-    refill: tokio::sync::Mutex<()>,
 }
 
 /// What a lease this node holds said to an admission.
@@ -90,14 +87,7 @@ enum Held {
 impl KeyQuota {
     /// Every lease of the key, current and next, taken out of its slots.
     fn take_leases(&self) -> Vec<HeldLease> {
-        self.slots
-            .iter()
-            .flat_map(|slot| {
-                let current = slot.held.lock().take();
-                let next = slot.next.lock().take();
-                current.into_iter().chain(next)
-            })
-            .collect()
+        self.slots.iter().flat_map(LeaseSlot::take).collect()
     }
 }
 
@@ -111,14 +101,30 @@ pub(super) fn slot_index(dimension: Dimension) -> usize {
 }
 
 impl Quotas {
-    /// `marks`: the file that keeps the used-count marks of this node's leases.
-    pub fn new(cluster: ClusterNode, marks: &std::path::Path) -> Result<Self, String> {
+    /// `marks`: the file that keeps the used-count marks of this node's leases. Starts the
+    /// key supervisor under `actors`' root.
+    pub async fn start(
+        cluster: ClusterNode,
+        marks: &std::path::Path,
+        actors: &NodeActors,
+    ) -> Result<Self, String> {
         let restarted = marks.exists().then(Instant::now);
+        let marks = Arc::new(Marks::open(marks)?);
+        let ledger = RaftLedger {
+            cluster: cluster.clone(),
+            node: cluster.id(),
+            marks: Arc::clone(&marks),
+        };
+        let key_actors = actors
+            .start_keys(Arc::new(ledger))
+            .await
+            .map_err(|e| format!("cannot start the key supervisor: {e}"))?;
         Ok(Self {
             node: cluster.id(),
             cluster,
             keys: DashMap::new(),
-            marks: Arc::new(Marks::open(marks)?),
+            marks,
+            key_actors,
             restarted,
             settled: tokio::sync::watch::Sender::new(false),
         })
@@ -148,9 +154,7 @@ impl Quotas {
                 match spent {
                     Some((id, Spend::Spent { raise, renew })) => {
                         // Renew before running dry, once per slice.
-                        let renew = renew
-                            && slot.next.lock().is_none()
-                            && !slot.renewing.swap(true, Ordering::AcqRel);
+                        let renew = renew && slot.next.lock().is_none() && slot.start_renewal();
                         return Held::Admitted(id, raise, renew);
                     }
                     Some((_, Spend::NeedsMark)) => return Held::NeedsMark,
@@ -230,8 +234,8 @@ impl Quotas {
                 if let Some((_, old, _)) = release {
                     self.forget_marks(vec![old]);
                 }
-                let mut held = HeldLease::new(lease, budget_key, granted, units);
-                let mark = HeldLease::first_mark(units, granted);
+                let mut held = HeldLease::new(lease, budget_key, period, granted, units);
+                let mark = lease::first_mark(units, granted);
                 // Without a mark the lease counts as fully used after a crash: safe, so a
                 // failed write only costs what a crash would strand.
                 match self.persist(lease, mark).await {
@@ -249,7 +253,7 @@ impl Quotas {
                     // Too little for this request, but kept for a smaller one (the exact
                     // estimate of this very request, often). Without a mark, a crash counts
                     // it as fully used.
-                    *slot.held.lock() = Some(HeldLease::new(lease, budget_key, granted, 0));
+                    *slot.held.lock() = Some(HeldLease::new(lease, budget_key, period, granted, 0));
                 }
                 let mut headers = HeaderMap::new();
                 if let Some(end) = budget.period.ends_after(unix_now()) {
@@ -272,14 +276,15 @@ impl Quotas {
                 // The grant may or may not have been applied; the old lease is closed through
                 // its own command (a second close changes nothing).
                 if let Some((budget, id, used)) = release {
-                    self.close_soon(HeldLease::new(id, budget, used, used));
+                    let period = budget.period;
+                    self.close_soon(HeldLease::new(id, budget, period, used, used));
                 }
                 Err(Refusal::Unavailable(error.to_string()))
             }
         }
     }
 
-    /// Asks the key's actor (spawning it the first time) to lease the next slice of a budget.
+    /// Asks the key's actor (started the first time) to lease the next slice of a budget.
     fn renew_soon(
         &self,
         key: &KeyRecord,
@@ -289,34 +294,23 @@ impl Quotas {
         period: u64,
         want: u64,
     ) {
-        let args = key_actor::KeyActorState {
-            cluster: self.cluster.clone(),
-            node: self.node,
-            marks: Arc::clone(&self.marks),
-            quota: Arc::clone(quota),
-        };
         let budget = BudgetKey {
             key: key.id.clone(),
             dimension,
             period,
         };
         let quota = Arc::clone(quota);
+        let key_actors = self.key_actors.clone();
+        let key = key.id.clone();
         tokio::spawn(async move {
-            let actor = quota
-                .actor
-                .get_or_try_init(|| async {
-                    ractor::Actor::spawn(None, key_actor::KeyActor, args)
-                        .await
-                        .map(|(actor, _)| actor)
-                })
-                .await;
-            let sent = match actor {
-                Ok(actor) => actor
-                    .cast(key_actor::KeyMsg::Renew { slot, budget, want })
-                    .is_ok(),
-                Err(_) => false,
+            let renew = KeyMsg::Renew {
+                slot,
+                budget,
+                period,
+                want,
             };
-            if !sent {
+            if let Err(error) = key_actors.send(key.as_str(), &quota.slots, renew).await {
+                tracing::warn!(%error, "cannot reach the key's actor to renew a lease");
                 quota.slots[slot].renewing.store(false, Ordering::Release);
             }
         });
@@ -445,9 +439,7 @@ impl Quotas {
             .keys
             .iter()
             .flat_map(|entry| {
-                if let Some(actor) = entry.actor.get() {
-                    actor.stop(None);
-                }
+                self.key_actors.stop(entry.key().as_str(), "shutdown");
                 entry.take_leases()
             })
             .collect();
@@ -492,9 +484,7 @@ impl Quotas {
             .collect();
         for key in idle {
             if let Some((_, quota)) = self.keys.remove(&key) {
-                if let Some(actor) = quota.actor.get() {
-                    actor.stop(Some("idle".to_owned()));
-                }
+                self.key_actors.stop(key.as_str(), "idle");
                 for lease in quota.take_leases() {
                     self.close_soon(lease);
                 }

@@ -19,18 +19,18 @@
 //!
 //! Files by concern: this one is the request glue ([`admit`], [`settle_on_end`]);
 //! admission.rs takes concurrency, rates and budgets together; rate_limit.rs the buckets and
-//! their headers; ledger.rs the leases and every effect around them; lease.rs the pure lease
-//! arithmetic; refusal.rs the engine's refusals and their one conversion to the client error;
-//! bucket.rs, rates.rs, marks.rs, key_actor.rs, tap.rs as their docs say.
+//! their headers; ledger.rs the leases and every effect around the pure lease arithmetic
+//! (aigw-actors' lease.rs, beside the key actor that renews them); refusal.rs the engine's refusals and their one conversion to the client error;
+//! raft_ledger.rs the I/O the key actors (aigw-actors) lease through; bucket.rs, rates.rs,
+//! marks.rs, tap.rs as their docs say.
 //!
 //! This is an engine: it never imports a handler (openai/, passthrough/, admin/) or state.rs.
 
 mod admission;
 mod bucket;
-mod key_actor;
-mod lease;
 mod ledger;
 mod marks;
+mod raft_ledger;
 mod rate_limit;
 pub(crate) mod rates;
 mod refusal;

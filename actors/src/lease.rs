@@ -1,7 +1,11 @@
-//! The arithmetic of one lease this node holds: what an admission may spend from it, when its
-//! persisted mark must rise, when the next slice should be asked for, how a settled request
-//! corrects it, and when the next slice takes its place. Pure functions over a lease's state,
-//! tested without a runtime; `ledger.rs` does the locking and the I/O around them.
+//! The arithmetic of one lease of a key's budget that this node holds: what an admission may
+//! spend from it, when its persisted mark must rise, when the next slice should be asked for,
+//! how a settled request corrects it, and when the next slice takes its place. Pure functions
+//! over a lease's state, tested without a runtime; the node's quota ledger and the key actor
+//! (key.rs) do the locking and the I/O around them.
+//!
+//! A lease names its budget with the node's own type `B` (the cluster's budget key): this crate
+//! only carries it, and reads the period from the lease itself.
 //!
 //! The rules (docs/QUOTAS.md, "Node side"):
 //! - an admission spends `units` only if `used + units <= slice` and the lease is of the
@@ -14,25 +18,31 @@
 //! - a settled request corrects `used` by `actual - reserved` (a debt when positive, paid
 //!   before the next admission; a refund otherwise), on the lease it was reserved from only.
 
-use aigw_cluster::BudgetKey;
-
 /// The persisted mark runs this far ahead of what a lease admitted: one fsync per step, and
 /// after a crash at most one step per lease is counted as used without having been.
-pub(super) fn mark_step(slice: u64) -> u64 {
+pub fn mark_step(slice: u64) -> u64 {
     (slice / 8).max(1)
 }
 
 /// The slice to ask for: a quarter of the limit per voter, big enough that a busy key writes to
 /// Raft rarely, small enough that the other nodes still find some left; never less than the
 /// request at hand.
-pub(super) fn slice_wanted(units: u64, limit: u64, voters: usize) -> u64 {
+pub fn slice_wanted(units: u64, limit: u64, voters: usize) -> u64 {
     units.max(limit / (4 * voters.max(1) as u64)).max(1)
 }
 
+/// The mark to persist for a lease just granted with `used` already spent: a step ahead.
+pub fn first_mark(used: u64, slice: u64) -> u64 {
+    used.saturating_add(mark_step(slice)).min(slice)
+}
+
+/// A slice of a budget this node holds and admits from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct HeldLease {
+pub struct HeldLease<B> {
     pub id: u64,
-    pub budget: BudgetKey,
+    pub budget: B,
+    /// The budget period the lease belongs to; it serves no other.
+    pub period: u64,
     pub slice: u64,
     pub used: u64,
     /// Persisted: `used` never passes it.
@@ -43,7 +53,7 @@ pub(super) struct HeldLease {
 
 /// What spending from a lease decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Spend {
+pub enum Spend {
     /// Spent. `raise`: raise the mark to this in the background; `renew`: the slice is three
     /// quarters used, the next one should be leased.
     Spent { raise: Option<u64>, renew: bool },
@@ -53,13 +63,15 @@ pub(super) enum Spend {
     Exhausted,
 }
 
-impl HeldLease {
-    /// A lease as granted: `used` already spent, its mark not yet persisted (a lease whose mark
-    /// is its slice counts as fully used after a crash, which is safe).
-    pub fn new(id: u64, budget: BudgetKey, slice: u64, used: u64) -> Self {
+impl<B> HeldLease<B> {
+    /// A lease as granted: `used` already spent, its mark not yet persisted (the mark is the
+    /// whole slice: a lease whose mark was never written counts as fully used after a crash,
+    /// which is safe). Set [`HeldLease::mark`] once [`first_mark`] is persisted.
+    pub fn new(id: u64, budget: B, period: u64, slice: u64, used: u64) -> Self {
         Self {
             id,
             budget,
+            period,
             slice,
             used,
             mark: slice,
@@ -67,15 +79,10 @@ impl HeldLease {
         }
     }
 
-    /// The mark to persist for a lease just granted with `used` already spent.
-    pub fn first_mark(used: u64, slice: u64) -> u64 {
-        used.saturating_add(mark_step(slice)).min(slice)
-    }
-
     /// Spends `units` of this lease for an admission in `period`.
     pub fn spend(&mut self, units: u64, period: u64) -> Spend {
         let after = self.used.saturating_add(units);
-        if self.budget.period != period || after > self.slice {
+        if self.period != period || after > self.slice {
             return Spend::Exhausted;
         }
         if after > self.mark {
@@ -115,23 +122,23 @@ impl HeldLease {
 
 /// What became of a slot whose current lease cannot serve an admission.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Advance {
+pub enum Advance<B> {
     /// The next slice took the current one's place; the old one (if any) is to be closed.
-    Swapped { closed: Option<HeldLease> },
+    Swapped { closed: Option<HeldLease<B>> },
     /// Nothing to spend from: there is no next slice, or it came too late (of a past period)
     /// and is to be closed.
-    Empty { closed: Option<HeldLease> },
+    Empty { closed: Option<HeldLease<B>> },
 }
 
 /// The current lease `held` cannot serve in `period`: the `next` slice, leased ahead by the key
 /// actor, takes its place without a Raft write if it is of this period.
-pub(super) fn advance(
-    held: &mut Option<HeldLease>,
-    next: Option<HeldLease>,
+pub fn advance<B>(
+    held: &mut Option<HeldLease<B>>,
+    next: Option<HeldLease<B>>,
     period: u64,
-) -> Advance {
+) -> Advance<B> {
     match next {
-        Some(next) if next.budget.period == period => Advance::Swapped {
+        Some(next) if next.period == period => Advance::Swapped {
             closed: held.replace(next),
         },
         stale => Advance::Empty { closed: stale },
@@ -140,23 +147,16 @@ pub(super) fn advance(
 
 #[cfg(test)]
 mod tests {
-    use aigw_cluster::{Dimension, KeyId};
-
     use super::*;
 
-    fn lease(slice: u64, period: u64) -> HeldLease {
-        let budget = BudgetKey {
-            key: KeyId::parse("key_k").unwrap(),
-            dimension: Dimension::Calls,
-            period,
-        };
-        let mut lease = HeldLease::new(1, budget, slice, 0);
-        lease.mark = HeldLease::first_mark(0, slice);
+    fn lease(slice: u64, period: u64) -> HeldLease<&'static str> {
+        let mut lease = HeldLease::new(1, "key_k/calls", period, slice, 0);
+        lease.mark = first_mark(0, slice);
         lease
     }
 
     /// Spends one unit at a time, persisting every raise at once, until the lease refuses.
-    fn spend_all(lease: &mut HeldLease) -> u64 {
+    fn spend_all(lease: &mut HeldLease<&'static str>) -> u64 {
         let mut admitted = 0;
         loop {
             match lease.spend(1, 0) {
@@ -300,7 +300,7 @@ mod tests {
         );
 
         // No renewal yet.
-        let mut held = None;
+        let mut held: Option<HeldLease<&str>> = None;
         assert_eq!(advance(&mut held, None, 3), Advance::Empty { closed: None });
     }
 
