@@ -7,7 +7,7 @@
 //! most `1 + ratio` times the client load (plus the floor), while a single bad upstream among
 //! good ones still gets every one of its failures retried.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use aigw_config::RetryBudgetSettings;
 use tokio::time::Instant;
@@ -70,11 +70,8 @@ impl SharedRetryBudget {
         self.lock().try_retry(now)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
-        // Nothing panics while holding the lock; if something did, the counts are still sane.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, RetryBudget> {
+        self.0.lock()
     }
 }
 

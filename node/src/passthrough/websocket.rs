@@ -137,9 +137,9 @@ fn handshake_headers(client: &HeaderMap, backend: &Backend) -> HeaderMap {
 async fn relay_messages(client: WebSocket, backend: BackendSocket) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut backend_tx, mut backend_rx) = backend.split();
-    let last_frame = std::sync::Mutex::new(tokio::time::Instant::now());
+    let last_frame = parking_lot::Mutex::new(tokio::time::Instant::now());
     let touch =
-        || *last_frame.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        || *last_frame.lock() = tokio::time::Instant::now();
     let upstream = async {
         while let Some(Ok(message)) = client_rx.next().await {
             touch();
@@ -168,7 +168,7 @@ async fn relay_messages(client: WebSocket, backend: BackendSocket) {
     };
     let idle = async {
         loop {
-            let deadline = *last_frame.lock().unwrap_or_else(|e| e.into_inner()) + IDLE_TIMEOUT;
+            let deadline = *last_frame.lock() + IDLE_TIMEOUT;
             if tokio::time::Instant::now() >= deadline {
                 return;
             }

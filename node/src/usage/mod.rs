@@ -8,7 +8,7 @@
 pub(crate) mod audio;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use aigw_cluster::KeyId;
 use serde::Serialize;
@@ -109,7 +109,7 @@ pub(crate) struct UsageRow {
 impl UsageMeter {
     pub fn record(&self, key: &KeyId, capability: Capability, record: &UsageRecord) {
         tracing::debug!(key = %key, ?capability, ?record, "usage");
-        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut totals = self.totals.lock();
         totals
             .entry((key.clone(), capability))
             .or_default()
@@ -118,7 +118,7 @@ impl UsageMeter {
 
     /// Every key's totals per capability, by key id then capability.
     pub fn totals(&self) -> Vec<UsageRow> {
-        let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let totals = self.totals.lock();
         totals
             .iter()
             .map(|((key, capability), totals)| UsageRow {
