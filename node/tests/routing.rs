@@ -587,28 +587,42 @@ async fn least_loaded_sends_most_traffic_to_the_faster_upstream() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_upstream_actor_that_panics_is_restarted_with_its_breaker_state_and_the_node_keeps_serving()
- {
+fn breaker_open_on_a_extra() -> String {
+    format!("{NO_PROBES}\nbreaker = {{ consecutive_failures = 3, open_for = \"1m\" }}")
+}
+
+/// A node over `a`, which fails every call, and `b`, which serves; after 20 requests a's
+/// breaker is open (3 failures) and b serves everything. `node_extra` goes into `[node]`.
+async fn breaker_open_on_a(node_extra: &str) -> (MockServer, MockServer, RunningNode) {
     let a = mock(MockBehavior {
         error_rate: 1.0,
         ..MockBehavior::default()
     })
     .await;
     let b = mock(MockBehavior::default()).await;
-    let breaker = r#"breaker = { consecutive_failures = 3, open_for = "1m" }"#;
-    let extra = format!("{NO_PROBES}\n{breaker}");
-    let node = node_with(&config(
+    let text = config(
         1,
         "weighted",
         &[target("a", &a), target("b", &b)],
-        &extra,
+        &breaker_open_on_a_extra(),
         "",
-    ))
-    .await;
+    )
+    .replacen(
+        "api_listen = \"127.0.0.1:0\"\n",
+        &format!("api_listen = \"127.0.0.1:0\"\n{node_extra}"),
+        1,
+    );
+    let node = node_with(&text).await;
     let warmup = load(&node, 20, 1).await;
     assert!(warmup.iter().all(|x| x.status == 200));
     assert_eq!(a.stats().requests, 3, "a's breaker opened");
+    (a, b, node)
+}
+
+#[tokio::test]
+async fn an_upstream_actor_that_panics_is_restarted_with_its_breaker_state_and_the_node_keeps_serving()
+ {
+    let (a, _b, node) = breaker_open_on_a("").await;
 
     let name = format!("node-1@{}/upstream/a", node.api_addr());
     let actor = ractor::registry::where_is(&name).expect("a's actor is registered");
@@ -638,30 +652,9 @@ async fn an_upstream_actor_that_panics_is_restarted_with_its_breaker_state_and_t
 
 #[tokio::test]
 async fn a_settings_change_keeps_the_breaker_of_an_upstream_it_does_not_change() {
-    let a = mock(MockBehavior {
-        error_rate: 1.0,
-        ..MockBehavior::default()
-    })
-    .await;
-    let b = mock(MockBehavior::default()).await;
-    let breaker = r#"breaker = { consecutive_failures = 3, open_for = "1m" }"#;
-    let extra = format!("{NO_PROBES}\n{breaker}");
-    let mut text = config(
-        1,
-        "weighted",
-        &[target("a", &a), target("b", &b)],
-        &extra,
-        "",
-    );
-    text = text.replacen(
-        "api_listen = \"127.0.0.1:0\"\n",
-        "api_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"admin-token-for-tests\"\n",
-        1,
-    );
-    let node = node_with(&text).await;
-    let warmup = load(&node, 20, 1).await;
-    assert!(warmup.iter().all(|x| x.status == 200));
-    assert_eq!(a.stats().requests, 3, "a's breaker opened");
+    let admin_listener =
+        "admin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"admin-token-for-tests\"\n";
+    let (a, b, node) = breaker_open_on_a(admin_listener).await;
 
     // A new revision that adds a model and changes nothing about a or b.
     let admin = |method, path: &str| admin_request(&node, "admin-token-for-tests", method, path);
@@ -674,8 +667,9 @@ async fn a_settings_change_keeps_the_breaker_of_an_upstream_it_does_not_change()
         .unwrap();
     let upstream = |id: &str, mock: &MockServer| {
         format!(
-            "[[upstreams]]\nid = \"{id}\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n{extra}\n\n",
-            mock.addr()
+            "[[upstreams]]\nid = \"{id}\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n{}\n\n",
+            mock.addr(),
+            breaker_open_on_a_extra()
         )
     };
     let document = format!(
