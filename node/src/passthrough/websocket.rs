@@ -138,8 +138,7 @@ async fn relay_messages(client: WebSocket, backend: BackendSocket) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut backend_tx, mut backend_rx) = backend.split();
     let last_frame = parking_lot::Mutex::new(tokio::time::Instant::now());
-    let touch =
-        || *last_frame.lock() = tokio::time::Instant::now();
+    let touch = || *last_frame.lock() = tokio::time::Instant::now();
     let upstream = async {
         while let Some(Ok(message)) = client_rx.next().await {
             touch();

@@ -7,8 +7,8 @@
 
 pub(crate) mod audio;
 
-use std::collections::BTreeMap;
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 
 use aigw_cluster::KeyId;
 use serde::Serialize;
