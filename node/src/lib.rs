@@ -27,6 +27,7 @@ mod openai;
 mod passthrough;
 mod proxy;
 mod quota;
+pub mod records;
 mod server;
 mod signed_id;
 mod sse;
