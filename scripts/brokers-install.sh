@@ -105,10 +105,11 @@ install_nats() {
     say "built nats-server in $((SECONDS - t0)) s"
     echo "$bin"; return 0
   done
-  if command -v nats-server >/dev/null; then command -v nats-server; return 0; fi
+  # Debian's package puts it in /usr/sbin, which a non-login PATH may lack.
+  for bin in "$(command -v nats-server || true)" /usr/sbin/nats-server; do [[ -x "$bin" ]] && { echo "$bin"; return 0; }; done
   apt_install nats-server
-  command -v nats-server >/dev/null || die "no nats-server after apt-get install nats-server"
-  command -v nats-server
+  for bin in "$(command -v nats-server || true)" /usr/sbin/nats-server; do [[ -x "$bin" ]] && { echo "$bin"; return 0; }; done
+  die "no nats-server after apt-get install nats-server"
 }
 
 case "${1:-all}" in
