@@ -57,6 +57,17 @@ pub struct ServerSettings {
     /// greater than zero.
     pub max_upload_bytes: usize,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a whole request head (HTTP/1); greater than zero.
+    pub header_read_timeout: Duration,
+    /// The longest gap between two pieces of a request body while a handler reads it; greater
+    /// than zero.
+    pub body_idle_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed (before its first
+    /// request too); greater than zero.
+    pub keep_alive_timeout: Duration,
+    /// Open client connections on the API listener; a connection over it is answered 503 and
+    /// closed at once. Greater than zero.
+    pub max_connections: usize,
     /// Signs the ids the gateway hands out for upstream-held state (video jobs), so that any
     /// node can route a follow-up and nobody can forge one. Every node of a cluster needs the
     /// same value; at least 16 characters. `None`: derived from `admin.token`, or random per
@@ -73,6 +84,10 @@ impl Default for ServerSettings {
             max_body_bytes: 16 * 1024 * 1024,
             max_upload_bytes: 25 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
             id_secret: None,
         }
     }

@@ -97,6 +97,10 @@ fn optional_sections_and_keys_take_their_defaults() {
     assert_eq!(config.server.max_upload_bytes, 26_214_400);
     assert_eq!(config.server.id_secret, None);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.body_idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.keep_alive_timeout, Duration::from_secs(75));
+    assert_eq!(config.server.max_connections, 10_000);
     assert_eq!(config.admin, None);
     assert_eq!(config.routing.max_attempts, 3);
     assert_eq!(config.routing.session_ttl, Duration::from_secs(600));
@@ -301,6 +305,34 @@ fn bad_duration_is_rejected_with_what_was_expected() {
         "{errors:?}"
     );
     assert!(errors[0].ends_with("expected a duration such as \"30s\", \"500ms\" or \"5m\""));
+}
+
+#[test]
+fn connection_timeouts_and_cap_are_parsed() {
+    let config = ok(&format!(
+        "{NODE}[server]\nheader_read_timeout = \"5s\"\nbody_idle_timeout = \"2s\"\n\
+         keep_alive_timeout = \"20s\"\nmax_connections = 512\n"
+    ));
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.body_idle_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.keep_alive_timeout, Duration::from_secs(20));
+    assert_eq!(config.server.max_connections, 512);
+}
+
+#[test]
+fn zero_connection_timeouts_and_cap_are_rejected() {
+    assert_eq!(
+        errors(&format!(
+            "{NODE}[server]\nheader_read_timeout = \"0s\"\nbody_idle_timeout = \"0ms\"\n\
+             keep_alive_timeout = \"0s\"\nmax_connections = 0\n"
+        )),
+        [
+            "aigw.toml:5:23: server.header_read_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:6:21: server.body_idle_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:7:22: server.keep_alive_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:8:19: server.max_connections: must be greater than 0; expected a number of client connections such as 10000",
+        ]
+    );
 }
 
 #[test]
