@@ -71,6 +71,8 @@ pub(crate) struct RawServer {
     pub(crate) body_idle_timeout: Option<Text>,
     pub(crate) keep_alive_timeout: Option<Text>,
     pub(crate) max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<Text>,
     pub(crate) id_secret: Option<Text>,
 }
 

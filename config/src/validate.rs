@@ -14,11 +14,11 @@ use crate::error::{ConfigError, ConfigErrors, Locator};
 use toml::Spanned;
 
 use crate::model::{
-    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
-    Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod, MAX_ATTEMPTS,
-    MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio,
-    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, TokenEncoding,
-    UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, CidrBlock, ClusterMember,
+    ClusterSettings, Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod,
+    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
+    NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy,
+    TargetSettings, TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
     RawAdmin, RawBootstrap, RawBreaker, RawBudget, RawCluster, RawConfig, RawHealth, RawKey,
@@ -189,6 +189,27 @@ impl Validator<'_> {
             }
             Some(n) => Some(*n.get_ref()),
         };
+        let mut trusted_proxies = Some(Vec::new());
+        for (i, text) in raw.trusted_proxies.iter().enumerate() {
+            match CidrBlock::parse(&text.value) {
+                Some(block) => {
+                    if let Some(blocks) = trusted_proxies.as_mut() {
+                        blocks.push(block);
+                    }
+                }
+                None => {
+                    self.report(
+                        &text.span,
+                        &format!("server.trusted_proxies[{i}]"),
+                        format!(
+                            "invalid address block {:?}; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+                            text.value
+                        ),
+                    );
+                    trusted_proxies = None;
+                }
+            }
+        }
         let id_secret = optional(raw.id_secret.as_ref(), |t| {
             let chars = t.value.chars().count();
             if chars < MIN_ID_SECRET_CHARS {
@@ -211,6 +232,7 @@ impl Validator<'_> {
             body_idle_timeout: body_idle_timeout?,
             keep_alive_timeout: keep_alive_timeout?,
             max_connections: max_connections?,
+            trusted_proxies: trusted_proxies?,
             id_secret: id_secret?,
         })
     }

@@ -892,3 +892,40 @@ fn key_limit_errors_name_the_key_and_what_was_expected() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn trusted_proxies_are_parsed_as_address_blocks() {
+    let config = ok(&format!(
+        "{NODE}[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n"
+    ));
+    let blocks: Vec<String> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(blocks, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let [eight, one, v6] = &config.server.trusted_proxies[..] else {
+        panic!("three blocks")
+    };
+    assert!(eight.contains("10.200.0.1".parse().unwrap()));
+    assert!(!eight.contains("11.0.0.1".parse().unwrap()));
+    assert!(one.contains("::ffff:192.0.2.7".parse().unwrap()));
+    assert!(!one.contains("192.0.2.8".parse().unwrap()));
+    assert!(v6.contains("2001:db8:1::9".parse().unwrap()));
+    assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+    assert!(ok(NODE).server.trusted_proxies.is_empty());
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_rejected_with_what_was_expected() {
+    assert_eq!(
+        errors(&format!(
+            "{NODE}[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy.local\"]\n"
+        )),
+        [
+            "aigw.toml:5:34: server.trusted_proxies[1]: invalid address block \"10.0.0.0/33\"; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+            "aigw.toml:5:49: server.trusted_proxies[2]: invalid address block \"proxy.local\"; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+        ]
+    );
+}

@@ -15,7 +15,8 @@
 //!
 //! A connection's place is held by its I/O object, so an upgraded connection (a WebSocket)
 //! keeps its place until its socket closes. Every request carries the peer's address as
-//! axum's `ConnectInfo<SocketAddr>`.
+//! axum's `ConnectInfo<SocketAddr>`, and as a [`ClientPeer`] that says whether the peer is one
+//! of `server.trusted_proxies`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use aigw_config::CidrBlock;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -41,6 +43,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
 use crate::error::{BodyIdleTimeout, error_body};
+use crate::proxy::forwarded::ClientPeer;
 
 /// How long client connections may take, and how many may be open, on one listener.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    trusted_proxies: Arc<[CidrBlock]>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let places = Arc::new(Semaphore::new(limits.max_connections));
@@ -89,6 +93,12 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let client = ClientPeer {
+            addr: peer.ip(),
+            trusted_proxy: trusted_proxies
+                .iter()
+                .any(|block| block.contains(peer.ip())),
+        };
         connections.spawn(serve_connection(
             builder.clone(),
             Placed {
@@ -96,6 +106,7 @@ pub(crate) async fn serve(
                 _place: place,
             },
             peer,
+            client,
             router.clone(),
             limits,
             stop.clone(),
@@ -132,6 +143,7 @@ async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     stream: Placed,
     peer: SocketAddr,
+    client: ClientPeer,
     router: Router,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
@@ -140,6 +152,7 @@ async fn serve_connection(
     let service = ConnectionService {
         router,
         peer,
+        client,
         in_flight: Arc::new(in_flight),
         body_idle: limits.body_idle_timeout,
     };
@@ -191,6 +204,7 @@ async fn idle_for(in_flight: &mut watch::Receiver<usize>, limit: Duration) {
 struct ConnectionService {
     router: Router,
     peer: SocketAddr,
+    client: ClientPeer,
     in_flight: Arc<watch::Sender<usize>>,
     body_idle: Duration,
 }
@@ -206,6 +220,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         let idle = self.body_idle;
         let mut request = request.map(|body| Body::new(IdleBody::new(body, idle)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.client);
         let router = self.router.clone();
         Box::pin(async move {
             let response = router.oneshot(request).await?;

@@ -125,6 +125,8 @@ impl RunningNode {
             keep_alive_timeout: config.server.keep_alive_timeout,
             max_connections: connection_cap(config.server.max_connections),
         };
+        let trusted_proxies: Arc<[aigw_config::CidrBlock]> =
+            config.server.trusted_proxies.clone().into();
         let admin = admin_listener.map(|listener| {
             let router = admin::router(AdminState {
                 cluster: cluster.clone(),
@@ -137,7 +139,13 @@ impl RunningNode {
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 ..api_limits
             };
-            tokio::spawn(listener::serve(listener, router, limits, stopped.clone()))
+            tokio::spawn(listener::serve(
+                listener,
+                router,
+                limits,
+                Arc::clone(&trusted_proxies),
+                stopped.clone(),
+            ))
         });
         let app = api_router(state).layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -145,7 +153,13 @@ impl RunningNode {
                 ApiError::Internal.into_response()
             },
         ));
-        let server = tokio::spawn(listener::serve(listener, app, api_limits, stopped));
+        let server = tokio::spawn(listener::serve(
+            listener,
+            app,
+            api_limits,
+            trusted_proxies,
+            stopped,
+        ));
         tracing::info!(%api_addr, "serving the OpenAI API");
         Ok(Self {
             api_addr,

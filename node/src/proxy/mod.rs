@@ -9,6 +9,7 @@
 mod attempt;
 pub(crate) mod backends;
 mod body;
+pub(crate) mod forwarded;
 pub(crate) mod hop;
 mod pick;
 mod probe;
