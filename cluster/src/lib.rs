@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod command;
+mod data_dir;
 mod gossip;
 mod keys;
 mod model;
@@ -24,6 +25,7 @@ mod snapshot;
 mod state_machine;
 
 pub use command::{BudgetKey, Command, Outcome, Proposal, RatePlan, Rejection};
+pub use data_dir::{create_private_dir, create_private_file};
 pub use gossip::{Advertised, GossipMember};
 pub use keys::KeyTable;
 pub use model::{

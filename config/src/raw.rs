@@ -67,6 +67,12 @@ pub(crate) struct RawServer {
     pub(crate) max_body_bytes: Option<Spanned<usize>>,
     pub(crate) max_upload_bytes: Option<Spanned<usize>>,
     pub(crate) shutdown_grace: Option<Text>,
+    pub(crate) header_read_timeout: Option<Text>,
+    pub(crate) body_idle_timeout: Option<Text>,
+    pub(crate) keep_alive_timeout: Option<Text>,
+    pub(crate) max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<Text>,
     pub(crate) id_secret: Option<Text>,
 }
 

@@ -32,6 +32,9 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("Could not read the request body: {0}")]
     BodyUnreadable(String),
+    /// The request body paused longer than `server.body_idle_timeout`.
+    #[error("The request body paused for more than {0:?}; send the whole body without pauses.")]
+    BodyTimeout(std::time::Duration),
     /// A multipart/form-data body that cannot be parsed.
     #[error("Invalid multipart/form-data body: {0}")]
     InvalidMultipart(String),
@@ -107,6 +110,7 @@ impl ApiError {
             | Self::UnknownBackend { .. } => StatusCode::NOT_FOUND,
             Self::BackendNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -153,6 +157,7 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyUnreadable(_) => "invalid_body",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::InvalidMultipart(_) => "invalid_multipart",
             Self::UnknownId { .. } | Self::UnknownBackend { .. } => "not_found",
             Self::BackendNotAllowed { .. } => "permission_denied",
@@ -176,6 +181,28 @@ impl ApiError {
             Self::UpstreamAnswered(answer) => answer.body.clone(),
             _ => error_body(&self.to_string(), self.kind(), self.param(), self.code()),
         }
+    }
+}
+
+/// Why a request body stopped: it paused longer than this between two frames (the server's
+/// `IdleBody` fails the read with it).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body paused for more than {0:?}")]
+pub(crate) struct BodyIdleTimeout(pub std::time::Duration);
+
+impl ApiError {
+    /// A failed read of the client's request body, as the client is told: 408 when it paused
+    /// too long, 400 otherwise.
+    pub(crate) fn from_body_error(error: axum::Error) -> Self {
+        let inner = error.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(error) = cause {
+            if let Some(idle) = error.downcast_ref::<BodyIdleTimeout>() {
+                return Self::BodyTimeout(idle.0);
+            }
+            cause = error.source();
+        }
+        Self::BodyUnreadable(inner.to_string())
     }
 }
 

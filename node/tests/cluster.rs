@@ -319,3 +319,25 @@ async fn the_admin_api_wants_its_token_and_a_minority_write_is_503_within_the_wr
     assert_eq!(chat_status(&survivor, KEY, "chat-default").await, 200);
     survivor.shutdown().await;
 }
+
+/// The data dir holds the settings document, literal credentials included: nobody but the
+/// node's user may read it, whatever the process's umask.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_nodes_data_dir_is_0700_and_its_stores_0600() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mock = mock(MockBehavior::default()).await;
+    let data_dir = fresh_data_dir().join("not-yet-created");
+    let node = node_in(&config_text(&mock.addr().to_string(), "", ""), &data_dir).await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700, "data dir");
+    assert_eq!(mode(&data_dir.join("raft.redb")), 0o600, "raft.redb");
+    assert_eq!(
+        mode(&data_dir.join("quota-marks.redb")),
+        0o600,
+        "quota-marks.redb"
+    );
+    node.shutdown().await;
+}

@@ -42,6 +42,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create {path} readable only by this user: {source}")]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "cannot open {path}: {source}. The file may be corrupt or held by another aigw process; it was left untouched"
     )]
@@ -91,11 +96,15 @@ pub(crate) fn open(
     cluster_name: &str,
     node_id: NodeId,
 ) -> Result<Arc<Database>, StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+    crate::data_dir::create_private_dir(data_dir).map_err(|source| StoreError::CreateDir {
         path: data_dir.to_owned(),
         source,
     })?;
     let path = data_dir.join("raft.redb");
+    crate::data_dir::create_private_file(&path).map_err(|source| StoreError::CreateFile {
+        path: path.clone(),
+        source,
+    })?;
     let corrupt = |what: String| StoreError::Corrupt {
         path: path.clone(),
         what,

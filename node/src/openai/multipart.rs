@@ -214,7 +214,7 @@ impl Upload {
             let frame = body.frame().await;
             let ended = frame.is_none();
             if let Some(frame) = frame {
-                let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+                let frame = frame.map_err(ApiError::from_body_error)?;
                 if let Ok(data) = frame.into_data() {
                     prefix.extend_from_slice(&data);
                 }

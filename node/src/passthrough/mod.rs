@@ -74,7 +74,7 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
         websocket::relay(state, parts, &backend, uri).await
     } else {
         let uri = backend.uri(&target.rest, query.as_deref())?;
-        let headers = hop::to_backend(&parts.headers, &backend);
+        let headers = hop::to_backend(&parts, &backend);
         forward::send(&backends.client, &backend, parts.method, uri, headers, body).await
     };
     finish(state, &key, kind, &target, admission, answer)

@@ -9,6 +9,8 @@
 mod attempt;
 pub(crate) mod backends;
 mod body;
+pub(crate) mod forwarded;
+pub(crate) mod hop;
 mod pick;
 mod probe;
 mod routes;
@@ -247,27 +249,40 @@ async fn relay_error(
     error_body(&message, kind, None, "upstream_error")
 }
 
-/// The upstream's response headers worth passing on: not hop-by-hop ones, and not those the
-/// server sets itself for the body it actually sends.
+/// The upstream's response headers worth passing on: not hop-by-hop ones (hop.rs, the same
+/// filter as pass-through), and not those the server sets itself for the body it actually
+/// sends.
 fn relayed_headers(upstream: &HeaderMap) -> HeaderMap {
-    const DROPPED: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "date",
-        "server",
-    ];
     let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
     for (name, value) in upstream {
-        if !DROPPED.contains(&name.as_str()) {
+        if !matches!(name.as_str(), "content-length" | "date" | "server") {
             headers.append(name.clone(), value.clone());
         }
     }
+    hop::strip_hop_by_hop(&mut headers);
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn relayed_headers_drop_those_the_connection_header_names() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "X-Upstream-Hop, keep-alive"),
+            ("x-upstream-hop", "internal"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req-1"),
+        ] {
+            upstream.append(name, HeaderValue::from_static(value));
+        }
+        let relayed = relayed_headers(&upstream);
+        let left: Vec<&str> = relayed.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+    }
 }
