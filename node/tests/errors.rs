@@ -214,3 +214,29 @@ async fn the_total_timeout_bounds_a_slow_upstream() {
     let body = assert_openai_error(response, 504, "upstream_timeout").await;
     assert!(body["error"]["message"].as_str().unwrap().contains("total"));
 }
+
+#[tokio::test]
+async fn client_input_echoed_in_an_error_is_truncated() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = node(&mock).await;
+    let huge = "m".repeat(1 << 20);
+    let unknown = chat(
+        &node,
+        KEY,
+        json!({"model": huge, "messages": user_message()}),
+    )
+    .await;
+    let body = assert_openai_error(unknown, 404, "model_not_found").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    assert!(message.contains("mmm…`"), "{message}");
+    let long_path = format!("/v1/{}", "p".repeat(8 * 1024));
+    let unknown = client()
+        .post(url(&node, &long_path))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_openai_error(unknown, 404, "unknown_url").await;
+    assert!(body["error"]["message"].as_str().unwrap().len() < 1024);
+}
