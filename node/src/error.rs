@@ -1,10 +1,33 @@
 //! Every error a client can see, and its one conversion to OpenAI's error shape:
 //! `{"error":{"message","type","param","code"}}` with the matching HTTP status.
+//!
+//! A value the client sent (a model name, an id, a path) is repeated in a message through
+//! [`echo`], cut to [`ECHO_LIMIT`] bytes: a megabyte-long model name must not come back as a
+//! megabyte-long 404.
+
+use std::borrow::Cow;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
+
+/// Most bytes of one client-supplied value (a model name, an id, a path) an error message
+/// repeats: enough to recognise it, never the megabyte a client sent.
+pub(crate) const ECHO_LIMIT: usize = 256;
+
+/// `value` as an error message repeats it: whole up to [`ECHO_LIMIT`] bytes, else cut on a
+/// char boundary and marked with an ellipsis.
+pub(crate) fn echo(value: &str) -> Cow<'_, str> {
+    if value.len() <= ECHO_LIMIT {
+        return Cow::Borrowed(value);
+    }
+    let mut end = ECHO_LIMIT;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &value[..end]))
+}
 
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +42,14 @@ pub enum ApiError {
     KeyDisabled,
     #[error("This API key has expired.")]
     KeyExpired,
-    #[error("We could not parse the JSON body of your request: {0}")]
+    #[error("We could not parse the JSON body of your request: {}", echo(.0))]
     InvalidJson(String),
     #[error("{message}")]
     InvalidParam {
         param: &'static str,
         message: String,
     },
-    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    #[error("The model `{}` does not exist or you do not have access to it.", echo(.0))]
     ModelNotFound(String),
     #[error("Request body is larger than the limit of {limit} bytes.")]
     BodyTooLarge { limit: usize },
@@ -36,20 +59,20 @@ pub enum ApiError {
     #[error("The request body paused for more than {0:?}; send the whole body without pauses.")]
     BodyTimeout(std::time::Duration),
     /// A multipart/form-data body that cannot be parsed.
-    #[error("Invalid multipart/form-data body: {0}")]
+    #[error("Invalid multipart/form-data body: {}", echo(.0))]
     InvalidMultipart(String),
     /// An id the gateway did not hand out to this key (or that was altered).
-    #[error("No {what} found with id `{id}`.")]
+    #[error("No {what} found with id `{}`.", echo(.id))]
     UnknownId { what: &'static str, id: String },
     /// An MCP server, agent type or sandbox that is not in the settings.
-    #[error("The {what} `{name}` does not exist.")]
+    #[error("The {what} `{}` does not exist.", echo(.name))]
     UnknownBackend { what: &'static str, name: String },
     /// A backend the key may not use.
-    #[error("This API key may not use the {what} `{name}`.")]
+    #[error("This API key may not use the {what} `{}`.", echo(.name))]
     BackendNotAllowed { what: &'static str, name: String },
-    #[error("Method {method} is not allowed on {path}.")]
+    #[error("Method {} is not allowed on {}.", echo(.method), echo(.path))]
     MethodNotAllowed { method: String, path: String },
-    #[error("Unknown request URL: {method} {path}.")]
+    #[error("Unknown request URL: {} {}.", echo(.method), echo(.path))]
     UnknownUrl { method: String, path: String },
     #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
@@ -277,5 +300,34 @@ mod tests {
         assert_eq!(v["error"]["param"], "model");
         assert_eq!(v["error"]["code"], "model_not_found");
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn echoed_client_input_is_cut_on_a_char_boundary_with_an_ellipsis() {
+        for huge in [
+            "m".repeat(1 << 20),
+            "é".repeat(1 << 19),
+            "a€".repeat(1 << 18),
+        ] {
+            for err in [
+                ApiError::ModelNotFound(huge.clone()),
+                ApiError::UnknownId {
+                    what: "video",
+                    id: huge.clone(),
+                },
+                ApiError::UnknownUrl {
+                    method: "GET".into(),
+                    path: huge.clone(),
+                },
+                ApiError::InvalidJson(huge.clone()),
+            ] {
+                let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.len() < 512, "{} bytes", message.len());
+                assert!(message.contains('…'), "{message}");
+            }
+        }
+        let short = ApiError::ModelNotFound("gpt-9".into()).to_string();
+        assert!(short.contains("`gpt-9`") && !short.contains('…'), "{short}");
     }
 }

@@ -63,6 +63,10 @@ pub(super) async fn create(
             upload.take_call("/videos", target)
         })
         .await;
+        // Whatever the failed attempt answered: the client's form is at fault.
+        if let Some(refused) = uploaded.refused() {
+            return Err(refused);
+        }
         if uploaded.exceeded() {
             return Err(ApiError::BodyTooLarge {
                 limit: state.max_upload_bytes,
