@@ -107,6 +107,7 @@ impl RunningNode {
         .map_err(StartError::Quota)?;
         let quotas = Arc::new(quotas);
         let _ = state.quotas.set(Arc::clone(&quotas));
+        let _ = state.cluster_node.set(cluster.clone());
         let actors = Arc::new(Mutex::new(Some(actors)));
         let background = vec![
             tokio::spawn(exchange_upstream_views(
