@@ -465,3 +465,34 @@ async fn the_key_actor_leases_the_next_slice_before_the_current_one_runs_dry() {
     assert_eq!(admitted, 1000);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_refusal_carries_the_keys_rate_limit_headers() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    let (_, secret) = key_with(
+        &node,
+        json!({"rpm": 600, "tpm": 100_000, "calls": {"limit": 1, "period": "day"}}),
+    )
+    .await;
+    let body = json!({"model": "chat-default", "messages": user_message(), "max_tokens": 10});
+    assert_eq!(chat(&node, &secret, body.clone()).await.status(), 200);
+    let refused = chat(&node, &secret, body).await;
+    for header in [
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ] {
+        assert!(refused.headers().contains_key(header), "missing {header}");
+    }
+    assert_eq!(refused.headers()["x-ratelimit-limit-requests"], "600");
+    // The refused request's own request and tokens were given back before the headers.
+    let remaining = refused.headers()["x-ratelimit-remaining-requests"].clone();
+    assert!(remaining == "99" || remaining == "100", "{remaining:?}");
+    assert_openai_error(refused, 429, "insufficient_quota").await;
+    node.shutdown().await;
+}

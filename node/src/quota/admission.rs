@@ -175,7 +175,9 @@ impl Quotas {
                 Ok(None) => {}
                 Err(error) => {
                     self.release(&quota, &admission);
-                    return Err(error);
+                    // A budget refusal describes the key's rates too, as an admission does,
+                    // with what this request took given back.
+                    return Err(error.with_rate_headers(self.rate_headers(key, &quota)));
                 }
             }
         }

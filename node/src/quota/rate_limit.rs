@@ -116,6 +116,11 @@ impl Quotas {
         Ok(())
     }
 
+    /// The `x-ratelimit-*` headers of `key` on this node now.
+    pub(super) fn rate_headers(&self, key: &KeyRecord, quota: &KeyQuota) -> HeaderMap {
+        rate_headers(&mut quota.rate.lock(), key, Instant::now())
+    }
+
     /// This node's view of a key's rate buckets, for the admin API.
     pub fn local_rates(&self, key: &KeyId) -> Option<LocalRates> {
         let quota = self.keys.get(key)?;

@@ -21,6 +21,17 @@ pub(crate) enum Refusal {
     Unavailable(String),
 }
 
+impl Refusal {
+    /// This refusal with the key's `x-ratelimit-*` headers added (a budget refusal carries
+    /// them like an admission; the others have them already or have none).
+    pub(super) fn with_rate_headers(mut self, rate: HeaderMap) -> Self {
+        if let Self::Budget { headers, .. } = &mut self {
+            headers.extend(rate);
+        }
+        self
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         let (inner, headers) = match refusal {
