@@ -455,6 +455,9 @@ pub struct KeyLimitSettings {
     pub tokens: Option<BudgetSettings>,
     pub input_tokens: Option<BudgetSettings>,
     pub output_tokens: Option<BudgetSettings>,
+    /// Requests / tokens the key may take at once cluster-wide; only with `rpm` / `tpm`.
+    pub rpm_burst: Option<u64>,
+    pub tpm_burst: Option<u64>,
 }
 
 /// `{ limit = N, period = "day" }`.

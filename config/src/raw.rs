@@ -232,6 +232,8 @@ pub(crate) struct RawLimits {
     pub(crate) tokens: Option<RawBudget>,
     pub(crate) input_tokens: Option<RawBudget>,
     pub(crate) output_tokens: Option<RawBudget>,
+    pub(crate) rpm_burst: Option<Spanned<u64>>,
+    pub(crate) tpm_burst: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

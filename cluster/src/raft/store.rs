@@ -24,8 +24,9 @@ pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
 /// The on-disk format this build writes and reads. 2: keys carry `mcp_servers`, log entries
-/// are proposals with an id, the state remembers recent proposals, `SettleLeasesOf` exists. There is no migration before 1.0: an older data dir is refused.
-const FORMAT_VERSION: u32 = 2;
+/// are proposals with an id, the state remembers recent proposals, `SettleLeasesOf` exists.
+/// 3: key limits carry `rpm_burst` and `tpm_burst`. There is no migration before 1.0: an older data dir is refused.
+const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FormatMarker {
