@@ -582,3 +582,56 @@ async fn rpm_burst_sets_how_many_requests_a_burst_gets_at_once() {
     assert_eq!(rejected.status(), 400);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_the_gateway_asked_for_is_hidden_on_whichever_chunk_the_upstream_puts_it() {
+    use aigw_jepsen::mock::UsagePlacement;
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    // A key with a token limit: the gateway asks every stream for usage.
+    let (_, secret) = key_with(&node, json!({"tpm": 1_000_000})).await;
+    for usage_on in [
+        UsagePlacement::EmptyChoices,
+        UsagePlacement::EmptyDelta,
+        UsagePlacement::FinishChunk,
+    ] {
+        mock.set_behavior(MockBehavior {
+            usage_on,
+            ..MockBehavior::default()
+        });
+        let body = json!({"model": "chat-default", "messages": user_message(), "stream": true, "max_tokens": 50});
+        let through = chat(&node, &secret, body.clone())
+            .await
+            .text()
+            .await
+            .unwrap();
+        // What the upstream itself sends a client that did not ask for usage.
+        let mut direct_body = body.clone();
+        direct_body["model"] = json!("x");
+        let direct = client()
+            .post(format!("http://{}/v1/chat/completions", mock.addr()))
+            .json(&direct_body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!through.contains("\"usage\""), "{usage_on:?}: {through}");
+        assert_eq!(same_ids(&through), same_ids(&direct), "{usage_on:?}");
+    }
+    node.shutdown().await;
+}
+
+/// `text` with the mock's per-request ids (`chatcmpl-mock-N`) made equal.
+fn same_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("chatcmpl-mock-") {
+        out.push_str(&rest[..at + "chatcmpl-mock-".len()]);
+        rest = rest[at + "chatcmpl-mock-".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('N');
+    }
+    out.push_str(rest);
+    out
+}
