@@ -140,6 +140,10 @@ pub struct RoutingSettings {
     /// A node with no verdict of its own on an upstream avoids it when at least this many
     /// live peers report it down (the gossiped views; see aigw-actors' `cluster_view`).
     pub peer_down_quorum: u32,
+    /// Panic mode (Envoy's healthy panic threshold, at zero): a request that finds no target
+    /// of its model available in any tier tries the avoided ones anyway, least recently
+    /// failed first, every such attempt within the retry budget, instead of a 503 at once.
+    pub panic_mode: bool,
 }
 
 impl Default for RoutingSettings {
@@ -149,6 +153,7 @@ impl Default for RoutingSettings {
             retry_budget: RetryBudgetSettings::default(),
             session_ttl: Duration::from_secs(600),
             peer_down_quorum: 2,
+            panic_mode: true,
         }
     }
 }

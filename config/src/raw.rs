@@ -78,6 +78,7 @@ pub(crate) struct RawRouting {
     pub(crate) retry_budget: RawRetryBudget,
     pub(crate) session_ttl: Option<Text>,
     pub(crate) peer_down_quorum: Option<Spanned<u32>>,
+    pub(crate) panic_mode: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]

@@ -368,6 +368,7 @@ impl Validator<'_> {
             },
             session_ttl: session_ttl?,
             peer_down_quorum: peer_down_quorum?,
+            panic_mode: raw.panic_mode.unwrap_or(defaults.panic_mode),
         })
     }
 
