@@ -118,6 +118,8 @@ fn key_limits(limits: &aigw_config::KeyLimitSettings) -> KeyLimits {
         tokens: budget(&limits.tokens),
         input_tokens: budget(&limits.input_tokens),
         output_tokens: budget(&limits.output_tokens),
+        rpm_burst: limits.rpm_burst,
+        tpm_burst: limits.tpm_burst,
     }
 }
 

@@ -216,6 +216,10 @@ pub struct RoutingSettings {
     /// A node with no verdict of its own on an upstream avoids it when at least this many
     /// live peers report it down (the gossiped views; see aigw-actors' `cluster_view`).
     pub peer_down_quorum: u32,
+    /// Panic mode (Envoy's healthy panic threshold, at zero): a request that finds no target
+    /// of its model available in any tier tries the avoided ones anyway, least recently
+    /// failed first, every such attempt within the retry budget, instead of a 503 at once.
+    pub panic_mode: bool,
 }
 
 impl Default for RoutingSettings {
@@ -225,6 +229,7 @@ impl Default for RoutingSettings {
             retry_budget: RetryBudgetSettings::default(),
             session_ttl: Duration::from_secs(600),
             peer_down_quorum: 2,
+            panic_mode: true,
         }
     }
 }
@@ -531,6 +536,9 @@ pub struct KeyLimitSettings {
     pub tokens: Option<BudgetSettings>,
     pub input_tokens: Option<BudgetSettings>,
     pub output_tokens: Option<BudgetSettings>,
+    /// Requests / tokens the key may take at once cluster-wide; only with `rpm` / `tpm`.
+    pub rpm_burst: Option<u64>,
+    pub tpm_burst: Option<u64>,
 }
 
 /// `{ limit = N, period = "day" }`.

@@ -84,6 +84,7 @@ pub(crate) struct RawRouting {
     pub(crate) retry_budget: RawRetryBudget,
     pub(crate) session_ttl: Option<Text>,
     pub(crate) peer_down_quorum: Option<Spanned<u32>>,
+    pub(crate) panic_mode: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -238,6 +239,8 @@ pub(crate) struct RawLimits {
     pub(crate) tokens: Option<RawBudget>,
     pub(crate) input_tokens: Option<RawBudget>,
     pub(crate) output_tokens: Option<RawBudget>,
+    pub(crate) rpm_burst: Option<Spanned<u64>>,
+    pub(crate) tpm_burst: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -421,6 +421,7 @@ impl Validator<'_> {
             },
             session_ttl: session_ttl?,
             peer_down_quorum: peer_down_quorum?,
+            panic_mode: raw.panic_mode.unwrap_or(defaults.panic_mode),
         })
     }
 
@@ -942,6 +943,22 @@ impl Validator<'_> {
         };
         let rpm = positive(self, raw.rpm.as_ref(), "rpm");
         let tpm = positive(self, raw.tpm.as_ref(), "tpm");
+        let rpm_burst = positive(self, raw.rpm_burst.as_ref(), "rpm_burst");
+        let tpm_burst = positive(self, raw.tpm_burst.as_ref(), "tpm_burst");
+        let mut bursts_ok = true;
+        for (burst, rate, name, needs) in [
+            (&raw.rpm_burst, &raw.rpm, "rpm_burst", "rpm"),
+            (&raw.tpm_burst, &raw.tpm, "tpm_burst", "tpm"),
+        ] {
+            if let (Some(burst), None) = (burst, rate) {
+                self.report(
+                    &burst.span(),
+                    &format!("{key}.{name}"),
+                    format!("is the burst of `{needs}`, which is not set; set `{needs}` too or leave it out"),
+                );
+                bursts_ok = false;
+            }
+        }
         let concurrent = raw
             .max_concurrent
             .as_ref()
@@ -979,6 +996,8 @@ impl Validator<'_> {
             tokens: budget(self, raw.tokens.as_ref(), "tokens"),
             input_tokens: budget(self, raw.input_tokens.as_ref(), "input_tokens"),
             output_tokens: budget(self, raw.output_tokens.as_ref(), "output_tokens"),
+            rpm_burst,
+            tpm_burst,
         };
         let complete = [
             &raw.calls,
@@ -994,7 +1013,7 @@ impl Validator<'_> {
             &limits.output_tokens,
         ])
         .all(|(raw, parsed)| raw.is_none() == parsed.is_none());
-        (ok && complete).then_some(limits)
+        (ok && complete && bursts_ok).then_some(limits)
     }
 
     fn key_secret(

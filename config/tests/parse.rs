@@ -653,6 +653,7 @@ max_attempts = 2
 retry_budget = {{ ratio = 0.5, window = "1m" }}
 session_ttl = "1h"
 peer_down_quorum = 1
+panic_mode = false
 
 {ONE_UPSTREAM}health = {{ path = "/health", interval = "1s", unhealthy_threshold = 3 }}
 breaker = {{ consecutive_failures = 0, failure_rate = 0.25, open_for = "10s", max_open_for = "40s" }}
@@ -669,6 +670,7 @@ breaker = {{ consecutive_failures = 0, failure_rate = 0.25, open_for = "10s", ma
             },
             session_ttl: Duration::from_secs(3600),
             peer_down_quorum: 1,
+            panic_mode: false,
         }
     );
     let upstream = &config.bootstrap.upstreams[0];

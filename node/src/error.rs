@@ -93,6 +93,10 @@ pub enum ApiError {
     /// A rate limit (RPM, TPM, concurrency) of the key: 429.
     #[error("{0}")]
     RateLimited(String),
+    /// The request needs more than a limit of the key ever admits (a full rate bucket, a whole
+    /// budget): 400, so that no client retries it as it is.
+    #[error("{message}")]
+    TooLargeForLimit { message: String, code: &'static str },
     /// A period budget of the key is used up: 429 `insufficient_quota`.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -126,7 +130,8 @@ impl ApiError {
             Self::InvalidJson(_)
             | Self::InvalidParam { .. }
             | Self::BodyUnreadable(_)
-            | Self::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidMultipart(_)
+            | Self::TooLargeForLimit { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_)
             | Self::UnknownUrl { .. }
             | Self::UnknownId { .. }
@@ -194,6 +199,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::QuotaExceeded(_) => "insufficient_quota",
             Self::QuotaUnavailable(_) => "quota_unavailable",
+            Self::TooLargeForLimit { code, .. } => code,
             Self::Refused { inner, .. } => inner.code(),
         }
     }

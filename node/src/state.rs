@@ -93,6 +93,7 @@ pub(crate) async fn build(
             backends: ArcSwap::from_pointee(backends),
             retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
             max_attempts: config.routing.max_attempts,
+            panic_mode: config.routing.panic_mode,
         },
         max_body_bytes: config.server.max_body_bytes,
         max_upload_bytes: config.server.max_upload_bytes,

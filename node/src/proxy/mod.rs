@@ -68,6 +68,8 @@ pub(crate) struct ProxyContext {
     pub retry_budget: SharedRetryBudget,
     /// Upstream attempts per request, the first included.
     pub max_attempts: u32,
+    /// A request that finds no target available tries the avoided ones (pick.rs).
+    pub panic_mode: bool,
 }
 
 /// A request's answer and how it was obtained, for the request log.
@@ -110,17 +112,24 @@ pub(crate) async fn forward_call(
 ) -> Forwarded {
     let sessions = &proxy.sessions;
     let bound = session.and_then(|s| sessions.bound_upstream(s));
-    let mut picker = Picker::new(route, session, bound);
+    let mut picker = Picker::new(route, session, bound, proxy.panic_mode);
     proxy.retry_budget.record_request();
     let mut attempts = 0;
     let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
     let max_attempts = if replayable { proxy.max_attempts } else { 1 };
     while attempts < max_attempts {
-        let Some((target, ticket)) = picker.next() else {
+        let Some(pick::Pick {
+            target,
+            attempt: ticket,
+            panic,
+        }) = picker.next()
+        else {
             break;
         };
-        if attempts > 0 && !proxy.retry_budget.try_retry() {
-            tracing::debug!(model, "retry budget spent; no further attempt");
+        // An attempt on a target judged unavailable (panic mode) is extra load on an
+        // upstream that may be struggling, like a retry: the budget bounds both.
+        if (attempts > 0 || panic) && !proxy.retry_budget.try_retry() {
+            tracing::debug!(model, panic, "retry budget spent; no further attempt");
             break;
         }
         let Some(call) = call_for(target) else {
