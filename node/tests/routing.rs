@@ -276,12 +276,14 @@ async fn a_sticky_session_moves_only_when_its_upstream_fails() {
 async fn an_upstream_killed_mid_run_is_isolated_and_non_streaming_clients_see_no_errors() {
     let a = mock(MockBehavior::default()).await;
     let b = mock(MockBehavior::default()).await;
-    // Default health and breaker settings: isolation comes from real traffic.
+    // Default health and breaker thresholds: isolation comes from real traffic. The open
+    // period is long so that, on a slow machine, the breaker's half-open probes cannot fall
+    // inside the run's tail, which is checked below.
     let node = node_with(&config(
         1,
         "weighted",
         &[target("a", &a), target("b", &b)],
-        "",
+        r#"breaker = { open_for = "1m", max_open_for = "2m" }"#,
         "",
     ))
     .await;
