@@ -196,6 +196,15 @@ impl UpstreamStatus {
         }
     }
 
+    /// When this node last saw the upstream fail, as far as it still counts: the start of
+    /// an open or half-open breaker, or of a `down` verdict of the probes. `None` when
+    /// neither holds (an upstream avoided only on the peers' word).
+    pub fn failed_at(&self) -> Option<Instant> {
+        let breaker = (!self.breaker.is_closed()).then_some(self.breaker.since);
+        let probes = (self.probes.health == Health::Down).then_some(self.probes.since);
+        breaker.max(probes)
+    }
+
     /// What the request path may do, from this node's observations alone.
     pub fn admission(&self) -> Admission {
         let down = self.probes.health == Health::Down;
@@ -317,6 +326,11 @@ impl UpstreamHandle {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When this node last saw the upstream fail (see [`UpstreamStatus::failed_at`]).
+    pub fn failed_at(&self) -> Option<Instant> {
+        self.status.load().failed_at()
     }
 
     pub fn latency_ms(&self) -> f64 {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Dimension, KeyId, KeyPatch, KeyRecord};
 use crate::raft::NodeId;
+use crate::videos::VideoJob;
 
 /// One period budget of one key: the unit leases are granted from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,6 +79,19 @@ pub enum Command {
     /// raised shares may now be used.
     ActivateRates {
         plans: Vec<(KeyId, u64)>,
+    },
+    /// `key` created `job` (its upstream answered the create); `at` is the creating node's
+    /// clock in seconds since the epoch, which also ages out old entries (videos.rs). Ignored
+    /// when the key no longer exists.
+    RecordVideo {
+        key: KeyId,
+        job: VideoJob,
+        at: u64,
+    },
+    /// `key` deleted `job`: its entry goes, if it is `key`'s.
+    ForgetVideo {
+        key: KeyId,
+        job: VideoJob,
     },
 }
 

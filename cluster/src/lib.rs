@@ -2,7 +2,7 @@
 //! and what nodes tell each other (gossip over chitchat), with no external database.
 //!
 //! Owns: the replicated data model (keys as SHA-256 hashes of their secrets, the cluster-wide
-//! settings document), the one `Command` enum that changes it, the snapshots the request path
+//! settings document, quota ledgers, the owners of video jobs), the one `Command` enum that changes it, the snapshots the request path
 //! reads, node-to-node RPC, membership and cluster status.
 //!
 //! Never: puts Raft, gossip or a peer on the request path. `ClusterState::load` is a lock-free
@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod command;
+mod data_dir;
 mod gossip;
 mod keys;
 mod model;
@@ -22,8 +23,10 @@ mod rpc;
 mod settings;
 mod snapshot;
 mod state_machine;
+mod videos;
 
 pub use command::{BudgetKey, Command, Outcome, Proposal, RatePlan, Rejection};
+pub use data_dir::{create_private_dir, create_private_file};
 pub use gossip::{Advertised, GossipMember};
 pub use keys::KeyTable;
 pub use model::{
@@ -38,3 +41,4 @@ pub use raft::store::StoreError;
 pub use settings::{EnvLookup, Settings, parse_settings, process_env, redact_settings};
 pub use snapshot::{ClusterState, StateSnapshot, bootstrap_command};
 pub use state_machine::{BudgetState, Lease};
+pub use videos::{JOBS_PER_KEY, RETENTION_SECS, VideoJob, VideoOwners};

@@ -249,6 +249,11 @@ pub struct KeyLimits {
     pub tokens: Option<Budget>,
     pub input_tokens: Option<Budget>,
     pub output_tokens: Option<Budget>,
+    /// Requests the key may take at once, cluster-wide, above the steady `rpm` rate; each
+    /// node's bucket holds its share's part. `None`: a sixth of `rpm` (a 10 s burst).
+    pub rpm_burst: Option<u64>,
+    /// Tokens the key may take at once, cluster-wide; `None`: a sixth of `tpm`.
+    pub tpm_burst: Option<u64>,
 }
 
 impl KeyLimits {

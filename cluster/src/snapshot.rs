@@ -39,6 +39,8 @@ pub struct StateSnapshot {
     pub voter_ids: Vec<crate::NodeId>,
     /// Each key's latest rate plans (docs/QUOTAS.md, "Rates").
     pub rate_plans: imbl::OrdMap<crate::KeyId, imbl::Vector<crate::RatePlan>>,
+    /// The key that created each listed video job (shared structure: cheap to copy).
+    pub videos: crate::VideoOwners,
 }
 
 impl StateSnapshot {
@@ -60,6 +62,7 @@ impl StateSnapshot {
             voters: 1,
             voter_ids: Vec::new(),
             rate_plans: Default::default(),
+            videos: Default::default(),
         }
     }
 }
@@ -115,6 +118,8 @@ fn key_limits(limits: &aigw_config::KeyLimitSettings) -> KeyLimits {
         tokens: budget(&limits.tokens),
         input_tokens: budget(&limits.input_tokens),
         output_tokens: budget(&limits.output_tokens),
+        rpm_burst: limits.rpm_burst,
+        tpm_burst: limits.tpm_burst,
     }
 }
 
@@ -180,6 +185,7 @@ impl Publisher {
             voters: data.last_membership.membership().voter_ids().count().max(1),
             voter_ids: data.last_membership.membership().voter_ids().collect(),
             rate_plans: data.rate_plans.clone(),
+            videos: data.videos.clone(),
         };
         if data.settings.revision != previous.settings_revision || previous.version == 0 {
             next.settings_revision = data.settings.revision;

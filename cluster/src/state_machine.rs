@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{BudgetKey, Command, Outcome, Proposal, RatePlan, Rejection};
 use crate::model::{KeyId, KeyRecord, KeySecretHash, SettingsDoc};
 use crate::raft::{Node, NodeId};
+use crate::videos::VideoOwners;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StateMachineData {
@@ -29,6 +30,8 @@ pub(crate) struct StateMachineData {
     pub recent_order: imbl::Vector<u128>,
     /// The latest rate plans of each key, oldest first (at most [`PLANS_KEPT`]).
     pub rate_plans: OrdMap<KeyId, imbl::Vector<RatePlan>>,
+    /// The key that created each video job still listed (videos.rs).
+    pub videos: VideoOwners,
 }
 
 /// Rate plans kept per key: the one in force, the next ones, and one before.
@@ -141,6 +144,7 @@ impl StateMachineData {
                     self.by_hash.remove(&key.secret_hash);
                     self.forget_budgets_of(&id);
                     self.rate_plans.remove(&id);
+                    self.videos.forget_key(&id);
                     Outcome::KeyDeleted(id)
                 }
                 None => Outcome::Rejected(Rejection::NoSuchKey(id)),
@@ -257,6 +261,16 @@ impl StateMachineData {
             }
             Command::CloseLeasesOf { node } => self.settle_leases_of(node, &[]),
             Command::SettleLeasesOf { node, marks } => self.settle_leases_of(node, &marks),
+            Command::RecordVideo { key, job, at } => {
+                if self.keys.contains_key(&key) {
+                    self.videos.record(key, job, at);
+                }
+                Outcome::Nothing
+            }
+            Command::ForgetVideo { key, job } => {
+                self.videos.forget(&key, &job);
+                Outcome::Nothing
+            }
         }
     }
 
@@ -734,6 +748,48 @@ mod tests {
         assert_eq!(grant(&mut sm, 8, 3), 5);
     }
 
+    fn video(job: &str) -> crate::videos::VideoJob {
+        crate::videos::VideoJob {
+            upstream: "up".into(),
+            job: job.into(),
+        }
+    }
+
+    #[test]
+    fn video_owners_are_recorded_for_existing_keys_and_go_with_the_job_or_the_key() {
+        let mut sm = StateMachineData::default();
+        sm.apply(
+            1,
+            Command::CreateKey {
+                key: key("key_a", "secret-a"),
+            },
+        );
+        let a = KeyId::parse("key_a").unwrap();
+        let gone = KeyId::parse("key_gone").unwrap();
+        let record = |key: &KeyId, job: &str| Command::RecordVideo {
+            key: key.clone(),
+            job: video(job),
+            at: 100,
+        };
+        assert_eq!(sm.apply(2, record(&a, "v1")), Outcome::Nothing);
+        sm.apply(3, record(&a, "v2"));
+        sm.apply(4, record(&gone, "v3"));
+        assert!(sm.videos.owns(&a, "up", "v1"));
+        assert!(!sm.videos.owns(&gone, "up", "v3"), "no such key");
+
+        sm.apply(
+            5,
+            Command::ForgetVideo {
+                key: a.clone(),
+                job: video("v1"),
+            },
+        );
+        assert!(!sm.videos.owns(&a, "up", "v1"));
+        assert!(sm.videos.owns(&a, "up", "v2"));
+        sm.apply(6, Command::DeleteKey { id: a.clone() });
+        assert!(sm.videos.is_empty());
+    }
+
     #[test]
     fn state_round_trips_through_bincode() {
         let mut sm = StateMachineData::default();
@@ -741,6 +797,14 @@ mod tests {
             1,
             Command::CreateKey {
                 key: key("key_a", "secret-a"),
+            },
+        );
+        sm.apply(
+            2,
+            Command::RecordVideo {
+                key: KeyId::parse("key_a").unwrap(),
+                job: video("v1"),
+                at: 100,
             },
         );
         let bytes = bincode::serde::encode_to_vec(&sm, bincode::config::standard()).unwrap();

@@ -9,7 +9,7 @@
 //! [`MAX_TARGETS_PER_MODEL`] targets; `routing.max_attempts` is within 1..=[`MAX_ATTEMPTS`].
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,11 +57,82 @@ pub struct ServerSettings {
     /// greater than zero.
     pub max_upload_bytes: usize,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a whole request head (HTTP/1); greater than zero.
+    pub header_read_timeout: Duration,
+    /// The longest gap between two pieces of a request body while a handler reads it; greater
+    /// than zero.
+    pub body_idle_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed (before its first
+    /// request too); greater than zero.
+    pub keep_alive_timeout: Duration,
+    /// Open client connections on the API listener; a connection over it is answered 503 and
+    /// closed at once. Greater than zero.
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For`, `Forwarded`, `X-Real-IP` and `X-Forwarded-Host` are
+    /// believed and passed on to pass-through backends; from any other peer they are dropped.
+    pub trusted_proxies: Vec<CidrBlock>,
     /// Signs the ids the gateway hands out for upstream-held state (video jobs), so that any
     /// node can route a follow-up and nobody can forge one. Every node of a cluster needs the
     /// same value; at least 16 characters. `None`: derived from `admin.token`, or random per
     /// process when there is none.
     pub id_secret: Option<Secret>,
+}
+
+/// A block of IP addresses: `10.0.0.0/8`, `2001:db8::/32`, or one address (`/32`, `/128`).
+/// The address is stored with its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CidrBlock {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl CidrBlock {
+    /// Parses `address/prefix` or a bare address; `None` when it is neither.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.trim().parse().ok()?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if p.trim().bytes().all(|b| b.is_ascii_digit()) => p.trim().parse().ok()?,
+            Some(_) => return None,
+            None => bits,
+        };
+        if prefix > bits {
+            return None;
+        }
+        Some(Self {
+            network: mask(address, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `address` is in the block; an IPv4-mapped IPv6 address counts as its IPv4 one.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        address.is_ipv4() == self.network.is_ipv4() && mask(address, self.prefix) == self.network
+    }
+}
+
+impl fmt::Display for CidrBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+fn mask(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & keep).into())
+        }
+        IpAddr::V6(v6) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & keep).into())
+        }
+    }
 }
 
 /// Shortest `server.id_secret`.
@@ -73,6 +144,11 @@ impl Default for ServerSettings {
             max_body_bytes: 16 * 1024 * 1024,
             max_upload_bytes: 25 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
             id_secret: None,
         }
     }
@@ -140,6 +216,10 @@ pub struct RoutingSettings {
     /// A node with no verdict of its own on an upstream avoids it when at least this many
     /// live peers report it down (the gossiped views; see aigw-actors' `cluster_view`).
     pub peer_down_quorum: u32,
+    /// Panic mode (Envoy's healthy panic threshold, at zero): a request that finds no target
+    /// of its model available in any tier tries the avoided ones anyway, least recently
+    /// failed first, every such attempt within the retry budget, instead of a 503 at once.
+    pub panic_mode: bool,
 }
 
 impl Default for RoutingSettings {
@@ -149,6 +229,7 @@ impl Default for RoutingSettings {
             retry_budget: RetryBudgetSettings::default(),
             session_ttl: Duration::from_secs(600),
             peer_down_quorum: 2,
+            panic_mode: true,
         }
     }
 }
@@ -455,6 +536,9 @@ pub struct KeyLimitSettings {
     pub tokens: Option<BudgetSettings>,
     pub input_tokens: Option<BudgetSettings>,
     pub output_tokens: Option<BudgetSettings>,
+    /// Requests / tokens the key may take at once cluster-wide; only with `rpm` / `tpm`.
+    pub rpm_burst: Option<u64>,
+    pub tpm_burst: Option<u64>,
 }
 
 /// `{ limit = N, period = "day" }`.

@@ -67,6 +67,12 @@ pub(crate) struct RawServer {
     pub(crate) max_body_bytes: Option<Spanned<usize>>,
     pub(crate) max_upload_bytes: Option<Spanned<usize>>,
     pub(crate) shutdown_grace: Option<Text>,
+    pub(crate) header_read_timeout: Option<Text>,
+    pub(crate) body_idle_timeout: Option<Text>,
+    pub(crate) keep_alive_timeout: Option<Text>,
+    pub(crate) max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<Text>,
     pub(crate) id_secret: Option<Text>,
 }
 
@@ -78,6 +84,7 @@ pub(crate) struct RawRouting {
     pub(crate) retry_budget: RawRetryBudget,
     pub(crate) session_ttl: Option<Text>,
     pub(crate) peer_down_quorum: Option<Spanned<u32>>,
+    pub(crate) panic_mode: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -232,6 +239,8 @@ pub(crate) struct RawLimits {
     pub(crate) tokens: Option<RawBudget>,
     pub(crate) input_tokens: Option<RawBudget>,
     pub(crate) output_tokens: Option<RawBudget>,
+    pub(crate) rpm_burst: Option<Spanned<u64>>,
+    pub(crate) tpm_burst: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

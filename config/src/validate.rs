@@ -14,11 +14,11 @@ use crate::error::{ConfigError, ConfigErrors, Locator};
 use toml::Spanned;
 
 use crate::model::{
-    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, ClusterMember, ClusterSettings,
-    Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod, MAX_ATTEMPTS,
-    MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NodeSettings, Ratio,
-    RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy, TargetSettings, TokenEncoding,
-    UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, CidrBlock, ClusterMember,
+    ClusterSettings, Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod,
+    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
+    NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy,
+    TargetSettings, TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
     RawAdmin, RawBootstrap, RawBreaker, RawBudget, RawCluster, RawConfig, RawHealth, RawKey,
@@ -162,6 +162,54 @@ impl Validator<'_> {
             None => Some(defaults.shutdown_grace),
             Some(t) => self.duration(t, "server.shutdown_grace"),
         };
+        let header_read_timeout = self.positive_duration(
+            raw.header_read_timeout.as_ref(),
+            "server.header_read_timeout",
+            defaults.header_read_timeout,
+        );
+        let body_idle_timeout = self.positive_duration(
+            raw.body_idle_timeout.as_ref(),
+            "server.body_idle_timeout",
+            defaults.body_idle_timeout,
+        );
+        let keep_alive_timeout = self.positive_duration(
+            raw.keep_alive_timeout.as_ref(),
+            "server.keep_alive_timeout",
+            defaults.keep_alive_timeout,
+        );
+        let max_connections = match &raw.max_connections {
+            None => Some(defaults.max_connections),
+            Some(n) if *n.get_ref() == 0 => {
+                self.report(
+                    &n.span(),
+                    "server.max_connections",
+                    "must be greater than 0; expected a number of client connections such as 10000",
+                );
+                None
+            }
+            Some(n) => Some(*n.get_ref()),
+        };
+        let mut trusted_proxies = Some(Vec::new());
+        for (i, text) in raw.trusted_proxies.iter().enumerate() {
+            match CidrBlock::parse(&text.value) {
+                Some(block) => {
+                    if let Some(blocks) = trusted_proxies.as_mut() {
+                        blocks.push(block);
+                    }
+                }
+                None => {
+                    self.report(
+                        &text.span,
+                        &format!("server.trusted_proxies[{i}]"),
+                        format!(
+                            "invalid address block {:?}; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+                            text.value
+                        ),
+                    );
+                    trusted_proxies = None;
+                }
+            }
+        }
         let id_secret = optional(raw.id_secret.as_ref(), |t| {
             let chars = t.value.chars().count();
             if chars < MIN_ID_SECRET_CHARS {
@@ -180,6 +228,11 @@ impl Validator<'_> {
             max_body_bytes: max_body_bytes?,
             max_upload_bytes: max_upload_bytes?,
             shutdown_grace: shutdown_grace?,
+            header_read_timeout: header_read_timeout?,
+            body_idle_timeout: body_idle_timeout?,
+            keep_alive_timeout: keep_alive_timeout?,
+            max_connections: max_connections?,
+            trusted_proxies: trusted_proxies?,
             id_secret: id_secret?,
         })
     }
@@ -368,6 +421,7 @@ impl Validator<'_> {
             },
             session_ttl: session_ttl?,
             peer_down_quorum: peer_down_quorum?,
+            panic_mode: raw.panic_mode.unwrap_or(defaults.panic_mode),
         })
     }
 
@@ -889,6 +943,22 @@ impl Validator<'_> {
         };
         let rpm = positive(self, raw.rpm.as_ref(), "rpm");
         let tpm = positive(self, raw.tpm.as_ref(), "tpm");
+        let rpm_burst = positive(self, raw.rpm_burst.as_ref(), "rpm_burst");
+        let tpm_burst = positive(self, raw.tpm_burst.as_ref(), "tpm_burst");
+        let mut bursts_ok = true;
+        for (burst, rate, name, needs) in [
+            (&raw.rpm_burst, &raw.rpm, "rpm_burst", "rpm"),
+            (&raw.tpm_burst, &raw.tpm, "tpm_burst", "tpm"),
+        ] {
+            if let (Some(burst), None) = (burst, rate) {
+                self.report(
+                    &burst.span(),
+                    &format!("{key}.{name}"),
+                    format!("is the burst of `{needs}`, which is not set; set `{needs}` too or leave it out"),
+                );
+                bursts_ok = false;
+            }
+        }
         let concurrent = raw
             .max_concurrent
             .as_ref()
@@ -926,6 +996,8 @@ impl Validator<'_> {
             tokens: budget(self, raw.tokens.as_ref(), "tokens"),
             input_tokens: budget(self, raw.input_tokens.as_ref(), "input_tokens"),
             output_tokens: budget(self, raw.output_tokens.as_ref(), "output_tokens"),
+            rpm_burst,
+            tpm_burst,
         };
         let complete = [
             &raw.calls,
@@ -941,7 +1013,7 @@ impl Validator<'_> {
             &limits.output_tokens,
         ])
         .all(|(raw, parsed)| raw.is_none() == parsed.is_none());
-        (ok && complete).then_some(limits)
+        (ok && complete && bursts_ok).then_some(limits)
     }
 
     fn key_secret(

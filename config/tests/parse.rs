@@ -97,6 +97,10 @@ fn optional_sections_and_keys_take_their_defaults() {
     assert_eq!(config.server.max_upload_bytes, 26_214_400);
     assert_eq!(config.server.id_secret, None);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.body_idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.keep_alive_timeout, Duration::from_secs(75));
+    assert_eq!(config.server.max_connections, 10_000);
     assert_eq!(config.admin, None);
     assert_eq!(config.routing.max_attempts, 3);
     assert_eq!(config.routing.session_ttl, Duration::from_secs(600));
@@ -301,6 +305,34 @@ fn bad_duration_is_rejected_with_what_was_expected() {
         "{errors:?}"
     );
     assert!(errors[0].ends_with("expected a duration such as \"30s\", \"500ms\" or \"5m\""));
+}
+
+#[test]
+fn connection_timeouts_and_cap_are_parsed() {
+    let config = ok(&format!(
+        "{NODE}[server]\nheader_read_timeout = \"5s\"\nbody_idle_timeout = \"2s\"\n\
+         keep_alive_timeout = \"20s\"\nmax_connections = 512\n"
+    ));
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.body_idle_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.keep_alive_timeout, Duration::from_secs(20));
+    assert_eq!(config.server.max_connections, 512);
+}
+
+#[test]
+fn zero_connection_timeouts_and_cap_are_rejected() {
+    assert_eq!(
+        errors(&format!(
+            "{NODE}[server]\nheader_read_timeout = \"0s\"\nbody_idle_timeout = \"0ms\"\n\
+             keep_alive_timeout = \"0s\"\nmax_connections = 0\n"
+        )),
+        [
+            "aigw.toml:5:23: server.header_read_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:6:21: server.body_idle_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:7:22: server.keep_alive_timeout: must be greater than 0; expected a duration such as \"5s\"",
+            "aigw.toml:8:19: server.max_connections: must be greater than 0; expected a number of client connections such as 10000",
+        ]
+    );
 }
 
 #[test]
@@ -621,6 +653,7 @@ max_attempts = 2
 retry_budget = {{ ratio = 0.5, window = "1m" }}
 session_ttl = "1h"
 peer_down_quorum = 1
+panic_mode = false
 
 {ONE_UPSTREAM}health = {{ path = "/health", interval = "1s", unhealthy_threshold = 3 }}
 breaker = {{ consecutive_failures = 0, failure_rate = 0.25, open_for = "10s", max_open_for = "40s" }}
@@ -637,6 +670,7 @@ breaker = {{ consecutive_failures = 0, failure_rate = 0.25, open_for = "10s", ma
             },
             session_ttl: Duration::from_secs(3600),
             peer_down_quorum: 1,
+            panic_mode: false,
         }
     );
     let upstream = &config.bootstrap.upstreams[0];
@@ -858,5 +892,42 @@ fn key_limit_errors_name_the_key_and_what_was_expected() {
     assert!(
         unknown[0].contains("limits.rps: unknown key"),
         "{unknown:?}"
+    );
+}
+
+#[test]
+fn trusted_proxies_are_parsed_as_address_blocks() {
+    let config = ok(&format!(
+        "{NODE}[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n"
+    ));
+    let blocks: Vec<String> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(blocks, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let [eight, one, v6] = &config.server.trusted_proxies[..] else {
+        panic!("three blocks")
+    };
+    assert!(eight.contains("10.200.0.1".parse().unwrap()));
+    assert!(!eight.contains("11.0.0.1".parse().unwrap()));
+    assert!(one.contains("::ffff:192.0.2.7".parse().unwrap()));
+    assert!(!one.contains("192.0.2.8".parse().unwrap()));
+    assert!(v6.contains("2001:db8:1::9".parse().unwrap()));
+    assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+    assert!(ok(NODE).server.trusted_proxies.is_empty());
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_rejected_with_what_was_expected() {
+    assert_eq!(
+        errors(&format!(
+            "{NODE}[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy.local\"]\n"
+        )),
+        [
+            "aigw.toml:5:34: server.trusted_proxies[1]: invalid address block \"10.0.0.0/33\"; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+            "aigw.toml:5:49: server.trusted_proxies[2]: invalid address block \"proxy.local\"; expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"192.0.2.7\"",
+        ]
     );
 }

@@ -1,10 +1,33 @@
 //! Every error a client can see, and its one conversion to OpenAI's error shape:
 //! `{"error":{"message","type","param","code"}}` with the matching HTTP status.
+//!
+//! A value the client sent (a model name, an id, a path) is repeated in a message through
+//! [`echo`], cut to [`ECHO_LIMIT`] bytes: a megabyte-long model name must not come back as a
+//! megabyte-long 404.
+
+use std::borrow::Cow;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
+
+/// Most bytes of one client-supplied value (a model name, an id, a path) an error message
+/// repeats: enough to recognise it, never the megabyte a client sent.
+pub(crate) const ECHO_LIMIT: usize = 256;
+
+/// `value` as an error message repeats it: whole up to [`ECHO_LIMIT`] bytes, else cut on a
+/// char boundary and marked with an ellipsis.
+pub(crate) fn echo(value: &str) -> Cow<'_, str> {
+    if value.len() <= ECHO_LIMIT {
+        return Cow::Borrowed(value);
+    }
+    let mut end = ECHO_LIMIT;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &value[..end]))
+}
 
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
@@ -19,34 +42,37 @@ pub enum ApiError {
     KeyDisabled,
     #[error("This API key has expired.")]
     KeyExpired,
-    #[error("We could not parse the JSON body of your request: {0}")]
+    #[error("We could not parse the JSON body of your request: {}", echo(.0))]
     InvalidJson(String),
     #[error("{message}")]
     InvalidParam {
         param: &'static str,
         message: String,
     },
-    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    #[error("The model `{}` does not exist or you do not have access to it.", echo(.0))]
     ModelNotFound(String),
     #[error("Request body is larger than the limit of {limit} bytes.")]
     BodyTooLarge { limit: usize },
     #[error("Could not read the request body: {0}")]
     BodyUnreadable(String),
+    /// The request body paused longer than `server.body_idle_timeout`.
+    #[error("The request body paused for more than {0:?}; send the whole body without pauses.")]
+    BodyTimeout(std::time::Duration),
     /// A multipart/form-data body that cannot be parsed.
-    #[error("Invalid multipart/form-data body: {0}")]
+    #[error("Invalid multipart/form-data body: {}", echo(.0))]
     InvalidMultipart(String),
     /// An id the gateway did not hand out to this key (or that was altered).
-    #[error("No {what} found with id `{id}`.")]
+    #[error("No {what} found with id `{}`.", echo(.id))]
     UnknownId { what: &'static str, id: String },
     /// An MCP server, agent type or sandbox that is not in the settings.
-    #[error("The {what} `{name}` does not exist.")]
+    #[error("The {what} `{}` does not exist.", echo(.name))]
     UnknownBackend { what: &'static str, name: String },
     /// A backend the key may not use.
-    #[error("This API key may not use the {what} `{name}`.")]
+    #[error("This API key may not use the {what} `{}`.", echo(.name))]
     BackendNotAllowed { what: &'static str, name: String },
-    #[error("Method {method} is not allowed on {path}.")]
+    #[error("Method {} is not allowed on {}.", echo(.method), echo(.path))]
     MethodNotAllowed { method: String, path: String },
-    #[error("Unknown request URL: {method} {path}.")]
+    #[error("Unknown request URL: {} {}.", echo(.method), echo(.path))]
     UnknownUrl { method: String, path: String },
     #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
@@ -67,6 +93,10 @@ pub enum ApiError {
     /// A rate limit (RPM, TPM, concurrency) of the key: 429.
     #[error("{0}")]
     RateLimited(String),
+    /// The request needs more than a limit of the key ever admits (a full rate bucket, a whole
+    /// budget): 400, so that no client retries it as it is.
+    #[error("{message}")]
+    TooLargeForLimit { message: String, code: &'static str },
     /// A period budget of the key is used up: 429 `insufficient_quota`.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -100,13 +130,15 @@ impl ApiError {
             Self::InvalidJson(_)
             | Self::InvalidParam { .. }
             | Self::BodyUnreadable(_)
-            | Self::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidMultipart(_)
+            | Self::TooLargeForLimit { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_)
             | Self::UnknownUrl { .. }
             | Self::UnknownId { .. }
             | Self::UnknownBackend { .. } => StatusCode::NOT_FOUND,
             Self::BackendNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -153,6 +185,7 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyUnreadable(_) => "invalid_body",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::InvalidMultipart(_) => "invalid_multipart",
             Self::UnknownId { .. } | Self::UnknownBackend { .. } => "not_found",
             Self::BackendNotAllowed { .. } => "permission_denied",
@@ -166,6 +199,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::QuotaExceeded(_) => "insufficient_quota",
             Self::QuotaUnavailable(_) => "quota_unavailable",
+            Self::TooLargeForLimit { code, .. } => code,
             Self::Refused { inner, .. } => inner.code(),
         }
     }
@@ -176,6 +210,28 @@ impl ApiError {
             Self::UpstreamAnswered(answer) => answer.body.clone(),
             _ => error_body(&self.to_string(), self.kind(), self.param(), self.code()),
         }
+    }
+}
+
+/// Why a request body stopped: it paused longer than this between two frames (the server's
+/// `IdleBody` fails the read with it).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body paused for more than {0:?}")]
+pub(crate) struct BodyIdleTimeout(pub std::time::Duration);
+
+impl ApiError {
+    /// A failed read of the client's request body, as the client is told: 408 when it paused
+    /// too long, 400 otherwise.
+    pub(crate) fn from_body_error(error: axum::Error) -> Self {
+        let inner = error.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(error) = cause {
+            if let Some(idle) = error.downcast_ref::<BodyIdleTimeout>() {
+                return Self::BodyTimeout(idle.0);
+            }
+            cause = error.source();
+        }
+        Self::BodyUnreadable(inner.to_string())
     }
 }
 
@@ -250,5 +306,34 @@ mod tests {
         assert_eq!(v["error"]["param"], "model");
         assert_eq!(v["error"]["code"], "model_not_found");
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn echoed_client_input_is_cut_on_a_char_boundary_with_an_ellipsis() {
+        for huge in [
+            "m".repeat(1 << 20),
+            "é".repeat(1 << 19),
+            "a€".repeat(1 << 18),
+        ] {
+            for err in [
+                ApiError::ModelNotFound(huge.clone()),
+                ApiError::UnknownId {
+                    what: "video",
+                    id: huge.clone(),
+                },
+                ApiError::UnknownUrl {
+                    method: "GET".into(),
+                    path: huge.clone(),
+                },
+                ApiError::InvalidJson(huge.clone()),
+            ] {
+                let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.len() < 512, "{} bytes", message.len());
+                assert!(message.contains('…'), "{message}");
+            }
+        }
+        let short = ApiError::ModelNotFound("gpt-9".into()).to_string();
+        assert!(short.contains("`gpt-9`") && !short.contains('…'), "{short}");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Owns: everything HTTP. One folder per concern, in layers that point one way
 //! (docs/ARCHITECTURE.md, "Layers inside node/"; `tests/layers.rs` guards them):
-//! - `server.rs` composes the routers and starts and stops the node;
+//! - `server.rs` composes the routers and starts and stops the node; `listener.rs` accepts
+//!   client connections and bounds their life (timeouts, a cap per listener);
 //! - handlers: `openai/` (the OpenAI API, one file per endpoint), `passthrough/` (MCP, agents,
 //!   sandboxes), `admin/` (the admin API);
 //! - `state.rs`, the composition root only handlers and the server read;
@@ -23,6 +24,7 @@ mod admin;
 pub mod admin_client;
 pub mod demo;
 mod error;
+mod listener;
 mod openai;
 mod passthrough;
 mod proxy;

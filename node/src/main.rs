@@ -109,6 +109,15 @@ impl AdminArgs {
 /// starts and stops), symphonia a note per decoded audio file.
 const DEFAULT_LOG: &str = "info,openraft=warn,symphonia=warn";
 
+/// Raises the soft open-files limit to the hard one: every client connection and its upstream
+/// connection take a descriptor, and distributions start processes at 1,024.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files_limit = limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -157,6 +166,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            raise_open_files_limit();
             run(async move {
                 let node = aigw::RunningNode::start(&cfg).await?;
                 aigw::shutdown_signal().await;

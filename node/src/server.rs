@@ -1,5 +1,7 @@
 //! Starting a node's API listener and stopping it gracefully.
 //!
+//! Both listeners serve through listener.rs (connection timeouts and caps).
+//!
 //! Shutdown: stop accepting, let in-flight requests and streams finish until the grace period
 //! runs out, then cut what is left. Either way the node returns normally, so the process exits 0.
 
@@ -23,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::admin::{self, AdminState, AdminToken};
 use crate::error::ApiError;
+use crate::listener::{self, ConnectionLimits};
 use crate::state::AppState;
 use crate::{openai, passthrough};
 
@@ -104,6 +107,7 @@ impl RunningNode {
         .map_err(StartError::Quota)?;
         let quotas = Arc::new(quotas);
         let _ = state.quotas.set(Arc::clone(&quotas));
+        let _ = state.cluster_node.set(cluster.clone());
         let actors = Arc::new(Mutex::new(Some(actors)));
         let background = vec![
             tokio::spawn(exchange_upstream_views(
@@ -116,6 +120,14 @@ impl RunningNode {
             tokio::spawn(follow_settings(state.clone(), Arc::clone(&actors))),
         ];
         let (stop, stopped) = watch::channel(false);
+        let api_limits = ConnectionLimits {
+            header_read_timeout: config.server.header_read_timeout,
+            body_idle_timeout: config.server.body_idle_timeout,
+            keep_alive_timeout: config.server.keep_alive_timeout,
+            max_connections: connection_cap(config.server.max_connections),
+        };
+        let trusted_proxies: Arc<[aigw_config::CidrBlock]> =
+            config.server.trusted_proxies.clone().into();
         let admin = admin_listener.map(|listener| {
             let router = admin::router(AdminState {
                 cluster: cluster.clone(),
@@ -124,7 +136,17 @@ impl RunningNode {
                 app: state.clone(),
             });
             tracing::info!(admin_addr = ?admin_addr, "serving the admin API");
-            tokio::spawn(serve_until(listener, router, stopped.clone()))
+            let limits = ConnectionLimits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..api_limits
+            };
+            tokio::spawn(listener::serve(
+                listener,
+                router,
+                limits,
+                Arc::clone(&trusted_proxies),
+                stopped.clone(),
+            ))
         });
         let app = api_router(state).layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -132,7 +154,13 @@ impl RunningNode {
                 ApiError::Internal.into_response()
             },
         ));
-        let server = tokio::spawn(serve_until(listener, app, stopped));
+        let server = tokio::spawn(listener::serve(
+            listener,
+            app,
+            api_limits,
+            trusted_proxies,
+            stopped,
+        ));
         tracing::info!(%api_addr, "serving the OpenAI API");
         Ok(Self {
             api_addr,
@@ -205,21 +233,34 @@ fn api_router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `stop` turns true, then drains gracefully.
-///
-/// Through `into_make_service`, which resolves the routes once: serving the `Router` itself
-/// rebuilds its route table (`Router::with_state`) for every connection, ~11 KB held for the
-/// connection's life (BENCHMARKS.md, RSS per open stream).
-async fn serve_until(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await
+/// The admin listener's own budget of open connections, apart from the API listener's, so a
+/// flood of API connections never leaves the admin API unreachable.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// File descriptors kept aside from client connections: stores, upstream pools, the cluster's
+/// sockets, the admin listener's connections.
+const RESERVED_FDS: u64 = 256;
+
+/// `server.max_connections`, lowered when the process's file limit cannot hold that many
+/// client connections with an upstream connection each, plus what the node itself needs; a
+/// connection refused with a 503 is better than `accept` failing for every listener.
+fn connection_cap(configured: usize) -> usize {
+    let Ok((soft, _hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let fits = usize::try_from(soft.saturating_sub(RESERVED_FDS) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            open_files_limit = soft,
+            using = fits,
+            "server.max_connections is more than the open-files limit allows; raise the limit (ulimit -n) to use it"
+        );
+        return fits;
+    }
+    configured
 }
 
 /// Takes this node's place in the cluster and waits (bounded) until the cluster's state has

@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use aigw_actors::{NodeActors, SharedRetryBudget};
-use aigw_cluster::{ClusterState, KeyRecord};
+use aigw_cluster::{ClusterNode, ClusterState, KeyRecord};
 use aigw_config::Config;
 use arc_swap::ArcSwap;
 
@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     /// Key limits and their leases; set by the server once the node is in the cluster (unset:
     /// no limits are enforced, as in unit tests without a cluster).
     pub quotas: std::sync::OnceLock<Arc<Quotas>>,
+    /// The cluster, for the few Raft writes and fresh reads a handler makes (the owners of
+    /// video jobs); set by the server once the node is in the cluster (unset: nothing is
+    /// recorded, as in unit tests without a cluster).
+    pub cluster_node: std::sync::OnceLock<ClusterNode>,
 }
 
 impl AppState {
@@ -89,12 +93,14 @@ pub(crate) async fn build(
             backends: ArcSwap::from_pointee(backends),
             retry_budget: SharedRetryBudget::new(&config.routing.retry_budget),
             max_attempts: config.routing.max_attempts,
+            panic_mode: config.routing.panic_mode,
         },
         max_body_bytes: config.server.max_body_bytes,
         max_upload_bytes: config.server.max_upload_bytes,
         ids: IdSigner::from_config(config),
         usage: UsageMeter::default(),
         quotas: std::sync::OnceLock::new(),
+        cluster_node: std::sync::OnceLock::new(),
     });
     Ok((state, actors))
 }

@@ -256,3 +256,37 @@ async fn models_lists_only_what_the_key_may_use() {
     assert_eq!(list(KEY).await, ["chat-default", "other-model"]);
     assert_eq!(list(LIMITED_KEY).await, ["other-model"]);
 }
+
+/// A model upstream gets a request the gateway builds: none of the client's forwarding
+/// headers, and the gateway adds none (a provider sees the gateway as its client).
+#[tokio::test]
+async fn client_forwarding_headers_never_reach_a_model_upstream() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = node(&mock).await;
+    let response = client()
+        .post(url(&node, "/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6;host=evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .json(&json!({"model": "chat-default", "messages": user_message()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = last_upstream_request(&mock).await;
+    let headers = seen["headers"].as_object().unwrap();
+    for name in [
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "x-forwarded-host",
+    ] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached the upstream: {seen}"
+        );
+    }
+    node.shutdown().await;
+}

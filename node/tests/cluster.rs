@@ -1,5 +1,6 @@
 //! Three real nodes in one process, each on its own loopback address with its own Raft store:
-//! keys and settings written through any node's admin API serve on every node's API.
+//! keys and settings written through any node's admin API serve on every node's API; video
+//! jobs are listed, on any node, only to the key that created them.
 
 mod common;
 
@@ -12,6 +13,10 @@ use common::*;
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
+/// A second key, for what one key must not see of another's.
+const OTHER_KEY: &str = "sk-cluster-other-0002";
+/// A key that never creates anything.
+const IDLE_KEY: &str = "sk-cluster-idle-0003";
 
 fn node_config(id: u64, ips: &[IpAddr], mock: &MockServer) -> String {
     let members: Vec<String> = ips
@@ -49,9 +54,21 @@ base_url = "http://{mock}/v1"
 name = "chat-default"
 targets = [{{ upstream = "mock-a", model = "upstream-model-x" }}]
 
+[[bootstrap.models]]
+name = "video"
+targets = [{{ upstream = "mock-a", model = "video-gen-x" }}]
+
 [[bootstrap.keys]]
 name = "boot"
 secret = "{KEY}"
+
+[[bootstrap.keys]]
+name = "other"
+secret = "{OTHER_KEY}"
+
+[[bootstrap.keys]]
+name = "idle"
+secret = "{IDLE_KEY}"
 "#,
         members = members.join(", "),
         mock = mock.addr(),
@@ -318,4 +335,140 @@ async fn the_admin_api_wants_its_token_and_a_minority_write_is_503_within_the_wr
     // The data plane keeps serving from its snapshot.
     assert_eq!(chat_status(&survivor, KEY, "chat-default").await, 200);
     survivor.shutdown().await;
+}
+
+/// The data dir holds the settings document, literal credentials included: nobody but the
+/// node's user may read it, whatever the process's umask.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_nodes_data_dir_is_0700_and_its_stores_0600() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mock = mock(MockBehavior::default()).await;
+    let data_dir = fresh_data_dir().join("not-yet-created");
+    let node = node_in(&config_text(&mock.addr().to_string(), "", ""), &data_dir).await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700, "data dir");
+    assert_eq!(mode(&data_dir.join("raft.redb")), 0o600, "raft.redb");
+    assert_eq!(
+        mode(&data_dir.join("quota-marks.redb")),
+        0o600,
+        "quota-marks.redb"
+    );
+    node.shutdown().await;
+}
+
+async fn create_video(node: &RunningNode, key: &str, prompt: &str) -> String {
+    let response = client()
+        .post(url(node, "/v1/videos"))
+        .bearer_auth(key)
+        .json(&json!({"model": "video", "prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let job: Value = response.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn list_videos(node: &RunningNode, key: &str) -> Value {
+    let response = client()
+        .get(url(node, "/v1/videos"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn listed_ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lists_only_the_video_jobs_it_created_on_every_node() {
+    let mock = mock(MockBehavior::default()).await;
+    let nodes = three_nodes(&mock).await;
+    // Each key creates on its own node, and lists right away on the other's.
+    let mine = create_video(&nodes[0], KEY, "mine").await;
+    let theirs = create_video(&nodes[1], OTHER_KEY, "theirs").await;
+    assert_eq!(
+        listed_ids(&list_videos(&nodes[1], KEY).await),
+        [mine.as_str()]
+    );
+    assert_eq!(
+        listed_ids(&list_videos(&nodes[0], OTHER_KEY).await),
+        [theirs.as_str()]
+    );
+    for node in &nodes {
+        for (key, own) in [(KEY, &mine), (OTHER_KEY, &theirs)] {
+            let list = list_videos(node, key).await;
+            assert_eq!(listed_ids(&list), [own.as_str()], "{list}");
+            assert_eq!(list["first_id"], own.as_str());
+            assert_eq!(list["last_id"], own.as_str());
+        }
+    }
+
+    // A key that created nothing gets an empty list in OpenAI's shape.
+    let empty = list_videos(&nodes[2], IDLE_KEY).await;
+    assert_eq!(
+        empty,
+        json!({"object": "list", "data": [], "first_id": null, "last_id": null, "has_more": false})
+    );
+
+    // Another key's id stays unknown for reading, downloading and deleting.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = client()
+            .request(method, url(&nodes[2], &format!("/v1/videos/{mine}")))
+            .bearer_auth(OTHER_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_openai_error(response, 404, "not_found").await;
+    }
+    let response = client()
+        .get(url(&nodes[2], &format!("/v1/videos/{mine}/content")))
+        .bearer_auth(OTHER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(response, 404, "not_found").await;
+
+    // The owner deletes through a third node: its list is empty everywhere, the other key's
+    // job is untouched.
+    let deleted = client()
+        .delete(url(&nodes[2], &format!("/v1/videos/{mine}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    for node in &nodes {
+        assert!(listed_ids(&list_videos(node, KEY).await).is_empty());
+        assert_eq!(
+            listed_ids(&list_videos(node, OTHER_KEY).await),
+            [theirs.as_str()]
+        );
+    }
+    let job: Value = client()
+        .get(url(&nodes[0], &format!("/v1/videos/{theirs}")))
+        .bearer_auth(OTHER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["id"], theirs.as_str());
+
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

@@ -215,7 +215,9 @@ async fn every_endpoint_spends_the_calls_budget_and_embeddings_the_input_token_b
         json!({"model": "embed", "input": long_input}),
     )
     .await;
-    let error = assert_openai_error(refused, 429, "insufficient_quota").await;
+    // About 60 tokens against a whole budget of 40: it can never fit, so 400, not a 429 that
+    // invites a retry.
+    let error = assert_openai_error(refused, 400, "request_too_large_for_budget").await;
     assert!(
         error["error"]["message"]
             .as_str()
@@ -520,4 +522,122 @@ async fn a_video_job_is_followed_up_through_any_node_and_only_by_its_key() {
     assert_eq!(row["video_seconds"], 8.0);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The upstream's record of the last API request it read whole, if any.
+async fn upstream_last_request(upstream: &aigw_jepsen::mock::MockServer) -> Option<Value> {
+    let response = client()
+        .get(format!("http://{}/mock/last_request", upstream.addr()))
+        .send()
+        .await
+        .unwrap();
+    response.status().is_success().then_some(())?;
+    Some(response.json().await.unwrap())
+}
+
+async fn post_multipart(
+    node: &RunningNode,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    client()
+        .post(url(node, path))
+        .bearer_auth(KEY)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_second_model_part_or_an_ambiguous_header_is_refused_before_the_upstream_reads_it() {
+    let upstream = mock(MockBehavior::default()).await;
+    let node = node_with(&config(&[upstream.addr().to_string()], "")).await;
+    let multipart = format!("multipart/form-data; boundary={BOUNDARY}");
+    let part = |disposition: &str, value: &str| {
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{value}\r\n")
+    };
+    let with_parts = |before: &str, after: &str| {
+        let mut body = before.as_bytes().to_vec();
+        let file = form(&[], Some(("file", "a.wav", &wav(4))));
+        body.extend_from_slice(&file[..file.len() - format!("--{BOUNDARY}--\r\n").len()]);
+        body.extend_from_slice(after.as_bytes());
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        body
+    };
+    let model = |m: &str| part("name=\"model\"", m);
+
+    // Ambiguities within the start of the form: refused before routing.
+    for (path, body) in [
+        (
+            "/v1/audio/transcriptions",
+            with_parts(&(model("whisper") + &model("video")), ""),
+        ),
+        (
+            "/v1/audio/transcriptions",
+            with_parts(&part("name=\"model\"; name*=UTF-8''video", "whisper"), ""),
+        ),
+        (
+            "/v1/audio/transcriptions",
+            with_parts(
+                &(model("whisper") + &part("name=\"x\"; name=\"model\"", "video")),
+                "",
+            ),
+        ),
+        (
+            "/v1/videos",
+            with_parts(
+                &(part("name=\"prompt\"", "a wave") + &model("video") + &model("whisper")),
+                "",
+            ),
+        ),
+    ] {
+        let response = post_multipart(&node, path, &multipart, body).await;
+        assert_openai_error(response, 400, "invalid_multipart").await;
+    }
+    let two_boundaries = format!("multipart/form-data; boundary={BOUNDARY}; boundary=other");
+    let body = with_parts(&model("whisper"), "");
+    let response = post_multipart(&node, "/v1/audio/transcriptions", &two_boundaries, body).await;
+    assert_openai_error(response, 400, "invalid_multipart").await;
+    assert_eq!(upstream.stats().requests, 0, "nothing was forwarded");
+
+    // A second model after the file (well past the part read before routing): the upload was
+    // streaming already, and is cut before the upstream has the whole form. Three rounds:
+    // more refusals in a row than open a breaker, which they must not.
+    for (path, first) in [
+        ("/v1/audio/transcriptions", model("whisper")),
+        (
+            "/v1/videos",
+            part("name=\"prompt\"", "a wave") + &model("video"),
+        ),
+    ]
+    .into_iter()
+    .cycle()
+    .take(6)
+    {
+        let body = with_parts(&first, &model("whisper"));
+        let response = post_multipart(&node, path, &multipart, body).await;
+        assert_openai_error(response, 400, "invalid_multipart").await;
+        let body = with_parts(&first, &part("name=\"model\"; name*=UTF-8''whisper", "x"));
+        let response = post_multipart(&node, path, &multipart, body).await;
+        assert_openai_error(response, 400, "invalid_multipart").await;
+    }
+    assert!(upstream.stats().requests > 0, "the uploads had begun");
+    assert_eq!(upstream_last_request(&upstream).await, None);
+
+    // One model, one name per part, one boundary: forwarded as before.
+    let body = with_parts(&(model("whisper") + &part("name=\"language\"", "en")), "");
+    let response = post_multipart(&node, "/v1/audio/transcriptions", &multipart, body).await;
+    assert_eq!(response.status(), 200);
+    assert!(upstream_last_request(&upstream).await.is_some());
+    let _ = response.bytes().await.unwrap();
+    // Metered once: the refused uploads count nothing.
+    let row = usage(&node, "audio_transcriptions", |r| {
+        r["requests"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(row["requests"], 1);
+    node.shutdown().await;
 }

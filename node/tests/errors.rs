@@ -214,3 +214,83 @@ async fn the_total_timeout_bounds_a_slow_upstream() {
     let body = assert_openai_error(response, 504, "upstream_timeout").await;
     assert!(body["error"]["message"].as_str().unwrap().contains("total"));
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_over_http2_too() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = node_with(&config_text(
+        &mock.addr().to_string(),
+        "max_body_bytes = 1024",
+        "",
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // Within the server's HTTP/2 flow-control windows, and far beyond them.
+    for size in [8 * 1024, 256 * 1024, 4 << 20] {
+        let big = json!({"model": "chat-default", "messages": [{"role": "user", "content": "x".repeat(size)}]});
+        let bytes = serde_json::to_vec(&big).unwrap();
+        let declared = h2
+            .post(url(&node, "/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{size} bytes declared: {e:?}"));
+        assert_eq!(declared.version(), reqwest::Version::HTTP_2);
+        assert_openai_error(declared, 413, "request_too_large").await;
+        // No content-length: the limit is found while reading the stream.
+        let stream = futures::stream::iter(
+            bytes
+                .chunks(16 * 1024)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        let streamed = h2
+            .post(url(&node, "/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{size} bytes streamed: {e:?}"));
+        assert_openai_error(streamed, 413, "request_too_large").await;
+    }
+    let small = h2
+        .post(url(&node, "/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "chat-default", "messages": user_message()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+}
+
+#[tokio::test]
+async fn client_input_echoed_in_an_error_is_truncated() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = node(&mock).await;
+    let huge = "m".repeat(1 << 20);
+    let unknown = chat(
+        &node,
+        KEY,
+        json!({"model": huge, "messages": user_message()}),
+    )
+    .await;
+    let body = assert_openai_error(unknown, 404, "model_not_found").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    assert!(message.contains("mmm…`"), "{message}");
+    let long_path = format!("/v1/{}", "p".repeat(8 * 1024));
+    let unknown = client()
+        .post(url(&node, &long_path))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_openai_error(unknown, 404, "unknown_url").await;
+    assert!(body["error"]["message"].as_str().unwrap().len() < 1024);
+}

@@ -27,6 +27,7 @@ const ABOVE_ENGINES: &[&str] = &[
     "admin",
     "state",
     "server",
+    "listener",
     "demo",
     "admin_client",
 ];

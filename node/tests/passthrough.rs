@@ -749,3 +749,50 @@ async fn next_data(socket: &mut ClientSocket) -> Message {
         }
     }
 }
+
+/// What a backend gets for a request with forwarding headers of its own.
+async fn forwarded_echo(node: &RunningNode) -> serde_json::Map<String, Value> {
+    let response = client()
+        .get(url(node, "/v1/agent/coder/whoami"))
+        .bearer_auth(KEY)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9;host=evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    json_of(response).await["headers"]
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn an_untrusted_clients_forwarding_headers_are_replaced_by_its_address() {
+    let f = fixture().await;
+    let headers = forwarded_echo(&f.node).await;
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["forwarded"], "for=127.0.0.1");
+    assert!(!headers.contains_key("x-real-ip"), "{headers:?}");
+    assert!(!headers.contains_key("x-forwarded-host"), "{headers:?}");
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_headers_pass_with_the_proxy_appended() {
+    let http = http_backend().await;
+    let (ws, _) = ws_backend().await;
+    let text = config(http.addr, ws).replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n",
+    );
+    let node = node_with(&text).await;
+    let headers = forwarded_echo(&node).await;
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        headers["forwarded"],
+        "for=203.0.113.9;host=evil.example, for=127.0.0.1"
+    );
+    assert_eq!(headers["x-real-ip"], "203.0.113.9");
+    assert_eq!(headers["x-forwarded-host"], "evil.example");
+}

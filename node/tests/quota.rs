@@ -465,3 +465,173 @@ async fn the_key_actor_leases_the_next_slice_before_the_current_one_runs_dry() {
     assert_eq!(admitted, 1000);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_refusal_carries_the_keys_rate_limit_headers() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    let (_, secret) = key_with(
+        &node,
+        json!({"rpm": 600, "tpm": 100_000, "calls": {"limit": 1, "period": "day"}}),
+    )
+    .await;
+    let body = json!({"model": "chat-default", "messages": user_message(), "max_tokens": 10});
+    assert_eq!(chat(&node, &secret, body.clone()).await.status(), 200);
+    let refused = chat(&node, &secret, body).await;
+    for header in [
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ] {
+        assert!(refused.headers().contains_key(header), "missing {header}");
+    }
+    assert_eq!(refused.headers()["x-ratelimit-limit-requests"], "600");
+    // The refused request's own request and tokens were given back before the headers.
+    let remaining = refused.headers()["x-ratelimit-remaining-requests"].clone();
+    assert!(remaining == "99" || remaining == "100", "{remaining:?}");
+    assert_openai_error(refused, 429, "insufficient_quota").await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_rate_bucket_is_refused_without_an_invitation_to_retry() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    // 2000 per minute on one node: the bucket holds a sixth, 333 tokens. A chat without
+    // max_tokens reserves its input + 1024.
+    let (_, secret) = key_with(&node, json!({"tpm": 2000})).await;
+    let unbounded = json!({"model": "chat-default", "messages": user_message()});
+    for _ in 0..3 {
+        let refused = chat(&node, &secret, unbounded.clone()).await;
+        assert!(
+            !refused.headers().contains_key("retry-after"),
+            "a retry can never succeed: {:?}",
+            refused.headers()
+        );
+        assert_eq!(refused.headers()["x-should-retry"], "false");
+        assert_eq!(refused.headers()["x-ratelimit-limit-tokens"], "2000");
+        let body = assert_openai_error(refused, 400, "request_too_large_for_rate").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("2000 tokens per minute") && message.contains("333"),
+            "{message}"
+        );
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+    // The refusals took nothing: a request that fits is admitted at once.
+    let fits = json!({"model": "chat-default", "messages": user_message(), "max_tokens": 100});
+    assert_eq!(chat(&node, &secret, fits).await.status(), 200);
+
+    // With a burst as large as the limit, the same request fits.
+    let (_, bursty) = key_with(&node, json!({"tpm": 2000, "tpm_burst": 2000})).await;
+    assert_eq!(chat(&node, &bursty, unbounded.clone()).await.status(), 200);
+
+    // A token budget smaller than the request can never admit it either.
+    let (_, small) = key_with(&node, json!({"tokens": {"limit": 500, "period": "total"}})).await;
+    let refused = chat(&node, &small, unbounded).await;
+    assert!(!refused.headers().contains_key("retry-after"));
+    let body = assert_openai_error(refused, 400, "request_too_large_for_budget").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens budget of 500"),
+        "{body}"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_burst_sets_how_many_requests_a_burst_gets_at_once() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    // 60 per minute (one a second), but a burst of only 3 instead of 10.
+    let (id, secret) = key_with(&node, json!({"rpm": 60, "rpm_burst": 3})).await;
+    let view = key_view(&node, &id).await;
+    assert_eq!(view["limits"]["rpm_burst"], 3, "{view}");
+    let body = json!({"model": "chat-default", "messages": user_message()});
+    let started = tokio::time::Instant::now();
+    let mut admitted = 0;
+    loop {
+        let response = chat(&node, &secret, body.clone()).await;
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        admitted += 1;
+        assert!(admitted < 20, "the burst never ran out");
+    }
+    // 3 at once, plus what refilled meanwhile on a slow machine (one a second).
+    let refilled = started.elapsed().as_secs() as usize;
+    assert!(
+        (3..=3 + refilled).contains(&admitted),
+        "{admitted} in {:?}",
+        started.elapsed()
+    );
+    // A burst must be at least 1.
+    let rejected = admin(&node, reqwest::Method::POST, "/keys")
+        .json(&json!({"name": "bad", "limits": {"rpm": 60, "rpm_burst": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 400);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_the_gateway_asked_for_is_hidden_on_whichever_chunk_the_upstream_puts_it() {
+    use aigw_jepsen::mock::UsagePlacement;
+    let mock = mock(MockBehavior::default()).await;
+    let node = nodes(1, &mock).await.remove(0);
+    // A key with a token limit: the gateway asks every stream for usage.
+    let (_, secret) = key_with(&node, json!({"tpm": 1_000_000})).await;
+    for usage_on in [
+        UsagePlacement::EmptyChoices,
+        UsagePlacement::EmptyDelta,
+        UsagePlacement::FinishChunk,
+    ] {
+        mock.set_behavior(MockBehavior {
+            usage_on,
+            ..MockBehavior::default()
+        });
+        let body = json!({"model": "chat-default", "messages": user_message(), "stream": true, "max_tokens": 50});
+        let through = chat(&node, &secret, body.clone())
+            .await
+            .text()
+            .await
+            .unwrap();
+        // What the upstream itself sends a client that did not ask for usage.
+        let mut direct_body = body.clone();
+        direct_body["model"] = json!("x");
+        let direct = client()
+            .post(format!("http://{}/v1/chat/completions", mock.addr()))
+            .json(&direct_body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!through.contains("\"usage\""), "{usage_on:?}: {through}");
+        assert_eq!(same_ids(&through), same_ids(&direct), "{usage_on:?}");
+    }
+    node.shutdown().await;
+}
+
+/// `text` with the mock's per-request ids (`chatcmpl-mock-N`) made equal.
+fn same_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("chatcmpl-mock-") {
+        out.push_str(&rest[..at + "chatcmpl-mock-".len()]);
+        rest = rest[at + "chatcmpl-mock-".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('N');
+    }
+    out.push_str(rest);
+    out
+}

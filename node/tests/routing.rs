@@ -276,12 +276,14 @@ async fn a_sticky_session_moves_only_when_its_upstream_fails() {
 async fn an_upstream_killed_mid_run_is_isolated_and_non_streaming_clients_see_no_errors() {
     let a = mock(MockBehavior::default()).await;
     let b = mock(MockBehavior::default()).await;
-    // Default health and breaker settings: isolation comes from real traffic.
+    // Default health and breaker thresholds: isolation comes from real traffic. The open
+    // period is long so that, on a slow machine, the breaker's half-open probes cannot fall
+    // inside the run's tail, which is checked below.
     let node = node_with(&config(
         1,
         "weighted",
         &[target("a", &a), target("b", &b)],
-        "",
+        r#"breaker = { open_for = "1m", max_open_for = "2m" }"#,
         "",
     ))
     .await;
@@ -525,7 +527,7 @@ async fn the_retry_budget_caps_attempts_when_every_upstream_is_down() {
 }
 
 #[tokio::test]
-async fn when_every_upstream_is_ejected_clients_get_503_without_an_attempt() {
+async fn with_panic_mode_off_clients_get_503_without_an_attempt_when_every_upstream_is_ejected() {
     let a = mock(MockBehavior {
         error_rate: 1.0,
         ..MockBehavior::default()
@@ -537,7 +539,7 @@ async fn when_every_upstream_is_ejected_clients_get_503_without_an_attempt() {
         "weighted",
         &[target("a", &a)],
         &format!("{NO_PROBES}\n{breaker}"),
-        "",
+        "panic_mode = false",
     ))
     .await;
     let client = client();
@@ -556,11 +558,57 @@ async fn when_every_upstream_is_ejected_clients_get_503_without_an_attempt() {
         failed += 1;
         assert!(failed <= 3, "the breaker never opened");
     }
+    // Even once the upstream has recovered: its breaker stays open for a minute.
+    a.set_behavior(MockBehavior::default());
     for _ in 0..10 {
         let answer = ask(&client, &node, &chat_body()).await;
         assert_eq!((answer.status, answer.attempts), (503, 0));
     }
     assert_eq!(a.stats().requests, failed);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_every_upstream_is_ejected_requests_are_tried_anyway_in_panic_mode() {
+    let a = mock(MockBehavior {
+        error_rate: 1.0,
+        ..MockBehavior::default()
+    })
+    .await;
+    let b = mock(MockBehavior {
+        error_rate: 1.0,
+        ..MockBehavior::default()
+    })
+    .await;
+    let breaker = r#"breaker = { consecutive_failures = 2, open_for = "1m" }"#;
+    // Panic mode is on by default.
+    let node = node_with(&config(
+        1,
+        "weighted",
+        &[target("a", &a), target("b", &b)],
+        &format!("{NO_PROBES}\n{breaker}"),
+        "",
+    ))
+    .await;
+    let client = client();
+    // Every request fails on both until both breakers are open; then requests still get
+    // attempts (and failovers), never a 503 without one.
+    for _ in 0..8 {
+        let answer = ask(&client, &node, &chat_body()).await;
+        assert_eq!(answer.status, 500, "{answer:?}");
+        // 1 only while one breaker is open and the other not yet: that request's one
+        // available target was tried.
+        assert!((1..=2).contains(&answer.attempts), "{answer:?}");
+    }
+    wait_for_stats(&a, |s| s.requests >= 4).await;
+    // The upstreams recover while their breakers stay open for a minute: in panic mode the
+    // clients are served at once.
+    a.set_behavior(MockBehavior::default());
+    b.set_behavior(MockBehavior::default());
+    for _ in 0..10 {
+        let answer = ask(&client, &node, &chat_body()).await;
+        assert_eq!((answer.status, answer.attempts), (200, 1), "{answer:?}");
+    }
     node.shutdown().await;
 }
 

@@ -43,12 +43,26 @@ def _spawn(args, pattern, stream_name, env=None):
 
 
 @pytest.fixture(scope="session")
-def gateway():
+def mock_upstream():
+    """The aigw-mock behind the gateway: its address, for tests that switch its behaviour."""
     mock, mock_addr = _spawn(
         [os.path.join(BIN_DIR, "aigw-mock"), "--listen", "127.0.0.1:0", "--chunks", "6"],
         r"listening on http://(\S+)",
         "stdout",
     )
+    try:
+        yield mock_addr
+    finally:
+        mock.terminate()
+        try:
+            mock.wait(10)
+        except subprocess.TimeoutExpired:
+            mock.kill()
+
+
+@pytest.fixture(scope="session")
+def gateway(mock_upstream):
+    mock_addr = mock_upstream
     tmp = tempfile.TemporaryDirectory()
     # A fresh data dir: a node restarted on an old one keeps that cluster's settings (and the
     # address of a mock that is gone) instead of applying this [bootstrap].
@@ -100,9 +114,8 @@ secret = "${{SDK_KEY}}"
         try:
             yield f"http://{addr}/v1"
         finally:
-            for proc in (node, mock):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            node.terminate()
+            try:
+                node.wait(10)
+            except subprocess.TimeoutExpired:
+                node.kill()

@@ -49,6 +49,51 @@ def test_streaming_chat_with_usage(client):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
+@pytest.mark.parametrize("usage_on", ["empty_choices", "empty_delta", "finish_chunk"])
+def test_a_stream_without_include_usage_is_exactly_the_upstreams_own(mock_upstream, client, usage_on):
+    """The gateway asks for usage on every stream and hides it from a client that did not ask:
+    whichever chunk the upstream puts it on, the client gets the bytes the upstream would have
+    sent it without the gateway's request (ids aside: they count the mock's requests)."""
+    import re
+    import urllib.request
+
+    def send(method, url, body, key=None):
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method=method)
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.read().decode()
+
+    send("PATCH", f"http://{mock_upstream}/mock/control", {"usage_on": usage_on})
+    try:
+        messages = [{"role": "user", "content": "Hello"}]
+        through = list(client.chat.completions.create(model="chat-default", messages=messages, stream=True))
+        direct_client = OpenAI(base_url=f"http://{mock_upstream}/v1", api_key="unused", max_retries=0, timeout=20)
+        direct = list(direct_client.chat.completions.create(model="mock-model", messages=messages, stream=True))
+        assert all(c.usage is None for c in through)
+        assert [c.model_dump(exclude={"id"}) for c in through] == [c.model_dump(exclude={"id"}) for c in direct]
+
+        def raw(base, key, model):
+            body = {"model": model, "messages": messages, "stream": True}
+            return re.sub(r"chatcmpl-mock-\d+", "ID", send("POST", f"{base}/chat/completions", body, key))
+
+        assert raw(str(client.base_url).rstrip("/"), KEY, "chat-default") == raw(
+            f"http://{mock_upstream}/v1", "unused", "mock-model"
+        )
+
+        # A client that asks for usage gets it where the upstream puts it.
+        asked = list(
+            client.chat.completions.create(
+                model="chat-default", messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        with_usage = [c for c in asked if c.usage is not None]
+        assert len(with_usage) == 1 and with_usage[0].usage.completion_tokens > 0
+    finally:
+        send("PATCH", f"http://{mock_upstream}/mock/control", {"usage_on": "empty_choices"})
+
+
 def test_tool_call_round_trip(client):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     first = client.chat.completions.create(model="chat-default", messages=messages, tools=[WEATHER_TOOL])

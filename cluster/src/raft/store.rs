@@ -24,8 +24,11 @@ pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
 /// The on-disk format this build writes and reads. 2: keys carry `mcp_servers`, log entries
-/// are proposals with an id, the state remembers recent proposals, `SettleLeasesOf` exists. There is no migration before 1.0: an older data dir is refused.
-const FORMAT_VERSION: u32 = 2;
+/// are proposals with an id, the state remembers recent proposals, `SettleLeasesOf` exists.
+/// 3: the state records the owners of video jobs (`RecordVideo`, `ForgetVideo`) and key limits
+/// carry `rpm_burst` and `tpm_burst`, so a format-2 snapshot no longer decodes. There is no
+/// migration before 1.0: an older data dir is refused.
+const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FormatMarker {
@@ -39,6 +42,11 @@ struct FormatMarker {
 pub enum StoreError {
     #[error("cannot create data dir {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create {path} readable only by this user: {source}")]
+    CreateFile {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -91,11 +99,15 @@ pub(crate) fn open(
     cluster_name: &str,
     node_id: NodeId,
 ) -> Result<Arc<Database>, StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+    crate::data_dir::create_private_dir(data_dir).map_err(|source| StoreError::CreateDir {
         path: data_dir.to_owned(),
         source,
     })?;
     let path = data_dir.join("raft.redb");
+    crate::data_dir::create_private_file(&path).map_err(|source| StoreError::CreateFile {
+        path: path.clone(),
+        source,
+    })?;
     let corrupt = |what: String| StoreError::Corrupt {
         path: path.clone(),
         what,

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use aigw_jepsen::mock::{MockBehavior, MockServer};
+use aigw_jepsen::mock::{MockBehavior, MockServer, UsagePlacement};
 use anyhow::Context;
 use clap::Parser;
 
@@ -46,6 +46,15 @@ struct Args {
     /// Send each streamed chunk after the first only on POST /mock/step.
     #[arg(long)]
     gated: bool,
+    /// Which streamed chunk carries the usage a client asked for: empty_choices (OpenAI's
+    /// shape), empty_delta or finish_chunk.
+    #[arg(long, value_parser = usage_placement)]
+    usage_on: Option<UsagePlacement>,
+}
+
+fn usage_placement(text: &str) -> Result<UsagePlacement, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| "expected empty_choices, empty_delta or finish_chunk".to_owned())
 }
 
 impl Args {
@@ -62,6 +71,7 @@ impl Args {
             drop_after_chunks: self.drop_after_chunks.or(default.drop_after_chunks),
             unhealthy: self.unhealthy,
             gated: self.gated,
+            usage_on: self.usage_on.unwrap_or(default.usage_on),
         }
     }
 }

@@ -62,6 +62,13 @@ pub struct Options {
     /// Clients per node and workload.
     #[arg(long, default_value_t = 2)]
     pub clients_per_node: u32,
+    /// Run the nodes with `routing.panic_mode = false` (to measure what panic mode changes).
+    #[arg(long)]
+    pub no_panic_mode: bool,
+    /// Start the chat mocks (not the quota workload's) failing this share of their calls
+    /// with 500 for the whole run, e.g. 0.5: both upstreams of the model half broken.
+    #[arg(long)]
+    pub mock_error_rate: Option<f64>,
     /// Print the schedule for these options and exit (runs nothing).
     #[arg(long)]
     pub print_schedule: bool,

@@ -32,6 +32,10 @@ pub const QUOTA_MODEL: &str = "quota-model";
 pub struct Layout {
     pub nodes: usize,
     pub port_base: u16,
+    /// The nodes' `routing.panic_mode`.
+    pub panic_mode: bool,
+    /// The chat mocks' error rate from the start (`None`: the mock's default, no errors).
+    pub mock_error_rate: Option<f64>,
 }
 
 impl Layout {
@@ -81,6 +85,9 @@ write_timeout = "2s"
 
 [admin]
 token = "{token}"
+
+[routing]
+panic_mode = {panic_mode}
 "#,
             id = node + 1,
             ip = self.ip(node),
@@ -90,6 +97,7 @@ token = "{token}"
             data = data_dir.display(),
             members = members.join(", "),
             token = ADMIN_TOKEN,
+            panic_mode = self.panic_mode,
         );
         for mock in 0..=QUOTA_MOCK {
             toml.push_str(&format!(
@@ -287,12 +295,18 @@ impl Processes {
             .map(|m| Proc {
                 name: Layout::mock_name(m),
                 program: bins.mock.clone(),
-                args: vec![
-                    "--listen".into(),
-                    layout.mock_addr(m),
-                    "--chunks".into(),
-                    "4".into(),
-                ],
+                args: {
+                    let mut args = vec![
+                        "--listen".into(),
+                        layout.mock_addr(m),
+                        "--chunks".into(),
+                        "4".into(),
+                    ];
+                    if let Some(rate) = layout.mock_error_rate.filter(|_| m < MOCKS) {
+                        args.extend(["--error-rate".into(), rate.to_string()]);
+                    }
+                    args
+                },
                 log: out.join(format!("{}.log", Layout::mock_name(m))),
                 child: None,
                 paused: false,

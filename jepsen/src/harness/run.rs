@@ -110,6 +110,8 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     let layout = Layout {
         nodes: resolved.nodes,
         port_base: options.port_base,
+        panic_mode: !options.no_panic_mode,
+        mock_error_rate: options.mock_error_rate,
     };
     let mut procs = Processes::prepare(layout.clone(), &bins, &out)?;
     let firewall = if resolved.nemeses.contains(&NemesisKind::Partition) {

@@ -29,6 +29,21 @@ pub struct MockBehavior {
     /// Streaming: the first content chunk is sent at once, each further one only after a
     /// `POST /mock/step`.
     pub gated: bool,
+    /// Streaming with `stream_options.include_usage`: which chunk carries `usage`.
+    pub usage_on: UsagePlacement,
+}
+
+/// Where a stream puts the `usage` the client asked for: OpenAI-compatible servers differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsagePlacement {
+    /// A last chunk with `"choices":[]` (OpenAI, vLLM).
+    #[default]
+    EmptyChoices,
+    /// A last chunk of its own with one choice whose delta is empty and no finish reason.
+    EmptyDelta,
+    /// On the chunk that carries `finish_reason`.
+    FinishChunk,
 }
 
 impl Default for MockBehavior {
@@ -43,6 +58,7 @@ impl Default for MockBehavior {
             drop_after_chunks: None,
             unhealthy: false,
             gated: false,
+            usage_on: UsagePlacement::EmptyChoices,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! A stream is: a role chunk, the content chunks (paced by `chunk_interval_ms` and, when
 //! gated, by `POST /mock/step`), a finish chunk, the usage chunk if
-//! `stream_options.include_usage`, then `[DONE]`. A tool call is two content chunks: the
+//! `stream_options.include_usage`, then `[DONE]`. Where usage goes is `usage_on`: a chunk
+//! with no choices (OpenAI's shape), a chunk with one empty-delta choice, or the finish chunk. A tool call is two content chunks: the
 //! call's index, id, type and name, then its arguments. `drop_after_chunks` aborts the
 //! connection after that many content chunks instead of finishing.
 
@@ -20,6 +21,7 @@ use http::{StatusCode, header};
 use tokio::sync::watch;
 
 use super::admission::admit;
+use super::behavior::UsagePlacement;
 use super::error::json_response;
 use super::request::ChatRequestView;
 use super::state::MockState;
@@ -71,7 +73,7 @@ pub(crate) async fn completions(
             Answer::ToolCall { name } => Some(wire::tool_call_head_tail(n, name)),
             Answer::Text => None,
         },
-        usage: view.include_usage().then(|| wire::usage_tail(usage)),
+        usage: view.include_usage().then_some((behavior.usage_on, usage)),
         phase: Phase::Role,
         sent: 0,
         total: chunks,
@@ -107,8 +109,8 @@ struct ChatStream {
     head: Bytes,
     /// Set for a tool-call answer: the tail of its first content chunk.
     tool_call_head: Option<Bytes>,
-    /// Set when the client asked for `include_usage`.
-    usage: Option<Bytes>,
+    /// Set when the client asked for `include_usage`: where it goes, and the counts.
+    usage: Option<(UsagePlacement, Usage)>,
     phase: Phase,
     /// Content chunks yielded so far.
     sent: usize,
@@ -157,13 +159,23 @@ impl ChatStream {
                 Phase::Finish => {
                     self.phase = Phase::Usage;
                     let tool_call = self.tool_call_head.is_some();
-                    wire::event(&self.head, wire::finish_tail(tool_call))
+                    match self.usage {
+                        Some((UsagePlacement::FinishChunk, usage)) => {
+                            wire::event(&self.head, &wire::finish_with_usage_tail(tool_call, usage))
+                        }
+                        _ => wire::event(&self.head, wire::finish_tail(tool_call)),
+                    }
                 }
                 Phase::Usage => {
                     self.phase = Phase::Done;
-                    match &self.usage {
-                        Some(usage) => wire::event(&self.head, usage),
-                        None => continue,
+                    match self.usage {
+                        Some((UsagePlacement::EmptyChoices, usage)) => {
+                            wire::event(&self.head, &wire::usage_tail(usage))
+                        }
+                        Some((UsagePlacement::EmptyDelta, usage)) => {
+                            wire::event(&self.head, &wire::usage_empty_delta_tail(usage))
+                        }
+                        Some((UsagePlacement::FinishChunk, _)) | None => continue,
                     }
                 }
                 Phase::Done => {

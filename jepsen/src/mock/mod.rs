@@ -47,7 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use behavior::MockBehavior;
+pub use behavior::{MockBehavior, UsagePlacement};
 pub use stats::{MockStats, UserStats};
 
 use state::MockState;

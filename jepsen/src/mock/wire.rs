@@ -152,6 +152,32 @@ pub(crate) fn usage_tail(usage: Usage) -> Bytes {
     Bytes::from(out)
 }
 
+/// A last chunk of its own for usage, with one choice whose delta is empty (the shape some
+/// OpenAI-compatible servers and gateways send).
+pub(crate) fn usage_empty_delta_tail(usage: Usage) -> Bytes {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(
+        br#""choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}],"#,
+    );
+    usage.write_json(&mut out);
+    out.extend_from_slice(b"}\n\n");
+    Bytes::from(out)
+}
+
+/// The finish chunk carrying usage too (the shape TGI and some gateways send).
+pub(crate) fn finish_with_usage_tail(tool_call: bool, usage: Usage) -> Bytes {
+    let finish = finish_tail(tool_call);
+    let without_end = finish
+        .strip_suffix(b"}\n\n")
+        .expect("a finish tail ends its object and its event");
+    let mut out = Vec::with_capacity(finish.len() + 80);
+    out.extend_from_slice(without_end);
+    out.push(b',');
+    usage.write_json(&mut out);
+    out.extend_from_slice(b"}\n\n");
+    Bytes::from(out)
+}
+
 /// A whole non-streamed `chat.completion`. `model` is raw JSON; `text` is [`text_json`]'s.
 pub(crate) fn completion(
     n: u64,

@@ -36,6 +36,10 @@ pub(crate) struct LimitsJson {
     input_tokens: Option<BudgetJson>,
     #[serde(default)]
     output_tokens: Option<BudgetJson>,
+    #[serde(default)]
+    rpm_burst: Option<u64>,
+    #[serde(default)]
+    tpm_burst: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -59,10 +63,25 @@ impl LimitsJson {
             })
             .transpose()
         };
-        for (name, value) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+        for (name, value) in [
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("rpm_burst", self.rpm_burst),
+            ("tpm_burst", self.tpm_burst),
+        ] {
             if value == Some(0) {
                 return Err(AdminError::BadRequest(format!(
                     "limits.{name} must be greater than 0"
+                )));
+            }
+        }
+        for (name, burst, rate, needs) in [
+            ("rpm_burst", self.rpm_burst, self.rpm, "rpm"),
+            ("tpm_burst", self.tpm_burst, self.tpm, "tpm"),
+        ] {
+            if burst.is_some() && rate.is_none() {
+                return Err(AdminError::BadRequest(format!(
+                    "limits.{name} is the burst of limits.{needs}, which is not set"
                 )));
             }
         }
@@ -79,6 +98,8 @@ impl LimitsJson {
             tokens: budget("tokens", self.tokens)?,
             input_tokens: budget("input_tokens", self.input_tokens)?,
             output_tokens: budget("output_tokens", self.output_tokens)?,
+            rpm_burst: self.rpm_burst,
+            tpm_burst: self.tpm_burst,
         })
     }
 }
@@ -94,6 +115,8 @@ fn limits_view(limits: &KeyLimits) -> Value {
         "tokens": budget(&limits.tokens),
         "input_tokens": budget(&limits.input_tokens),
         "output_tokens": budget(&limits.output_tokens),
+        "rpm_burst": limits.rpm_burst,
+        "tpm_burst": limits.tpm_burst,
     })
 }
 

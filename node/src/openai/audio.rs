@@ -38,6 +38,10 @@ pub(super) async fn transcribe(
         upload.take_call("/audio/transcriptions", target)
     })
     .await;
+    // Whatever the failed attempt answered: the client's form is at fault.
+    if let Some(refused) = uploaded.refused() {
+        return Err(refused);
+    }
     if uploaded.exceeded() {
         return Ok(ApiError::BodyTooLarge {
             limit: state.max_upload_bytes,

@@ -35,7 +35,7 @@ pub(super) async fn read_limited(
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| ApiError::BodyUnreadable(err.to_string()))?;
+        let frame = frame.map_err(ApiError::from_body_error)?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry nothing a JSON request needs
         };

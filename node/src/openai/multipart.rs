@@ -7,12 +7,20 @@
 //! upstream as they arrive. The whole upload is capped at `server.max_upload_bytes`: over it,
 //! the stream to the upstream is cut and the client gets 413. The first [`CAPTURE_LIMIT`]
 //! bytes are kept so the uploaded file's header can be read afterwards (audio duration).
+//!
+//! Invariant: the gateway and the upstream must read the same form, or a key limited to one
+//! model reaches another and usage is metered against the wrong one. So every part header is
+//! checked as it streams ([`PartScanner`]) and the forms upstream parsers resolve differently
+//! are refused with 400 `invalid_multipart`: a second `model` part (Starlette-style parsers
+//! take the last value), a part named twice (`name` and `name*`, two `name`s, two
+//! `Content-Disposition` lines), a `Content-Type` with two boundaries. See [`UploadBody`] for
+//! what the upstream gets of a form refused after streaming began.
 
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -21,8 +29,8 @@ use http::{HeaderMap, HeaderValue, Method};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::error::ApiError;
-use crate::proxy::{RouteTarget, UpstreamCall};
+use crate::error::{ApiError, echo};
+use crate::proxy::{BoxError, RouteTarget, UpstreamCall};
 
 /// How far into the body the `model` field must have arrived.
 pub(crate) const PREFIX_LIMIT: usize = 64 * 1024;
@@ -68,6 +76,9 @@ pub(crate) fn scan(buf: &[u8], boundary: &str) -> Result<(Vec<Part>, bool), &'st
             return Err("a multipart boundary is not followed by CRLF");
         }
         let headers_start = after + 2;
+        if buf[headers_start..].starts_with(b"\r\n") {
+            return Err("a part has no headers");
+        }
         let Some(headers_len) = memchr::memmem::find(&buf[headers_start..], b"\r\n\r\n") else {
             if buf.len() - headers_start > 16 * 1024 {
                 return Err("a part's headers are too long");
@@ -100,19 +111,29 @@ pub(crate) fn scan(buf: &[u8], boundary: &str) -> Result<(Vec<Part>, bool), &'st
     }
 }
 
-/// The `name` and `filename` of a part's `Content-Disposition: form-data` header.
+/// The `name` and `filename` of a part's `Content-Disposition: form-data` header. Refused
+/// when parsers could name the part differently: two `Content-Disposition` lines, a folded
+/// header line, a second `name` or a `name*` (RFC 7578 forbids it; some parsers prefer it).
 fn disposition(headers: &[u8]) -> Result<(String, Option<String>), &'static str> {
     let text = std::str::from_utf8(headers).map_err(|_| "a part's headers are not UTF-8")?;
-    let line = text
-        .split("\r\n")
-        .find(|line| {
-            line.split_once(':')
-                .is_some_and(|(h, _)| h.trim().eq_ignore_ascii_case("content-disposition"))
-        })
+    let lines = text.split("\r\n");
+    if lines.clone().any(|line| line.starts_with([' ', '\t'])) {
+        return Err("a part's header is folded over lines");
+    }
+    let mut dispositions = lines.filter(|line| {
+        line.split_once(':')
+            .is_some_and(|(h, _)| h.trim().eq_ignore_ascii_case("content-disposition"))
+    });
+    let line = dispositions
+        .next()
         .ok_or("a part has no Content-Disposition header")?;
+    if dispositions.next().is_some() {
+        return Err("a part has two Content-Disposition headers");
+    }
     let (_, value) = line.split_once(':').ok_or("bad Content-Disposition")?;
     let mut name = None;
     let mut filename = None;
+    // A naive split: a quoted `;` splits a value, which can only add names and be refused.
     for param in value.split(';').skip(1) {
         let Some((key, raw)) = param.split_once('=') else {
             continue;
@@ -123,6 +144,8 @@ fn disposition(headers: &[u8]) -> Result<(String, Option<String>), &'static str>
             .and_then(|r| r.strip_suffix('"'))
             .unwrap_or(raw);
         match key.trim().to_ascii_lowercase().as_str() {
+            "name" | "name*" if name.is_some() => return Err("a part has more than one name"),
+            "name*" => return Err("a part is named with `name*`"),
             "name" => name = Some(unquoted.to_owned()),
             "filename" => filename = Some(unquoted.to_owned()),
             _ => {}
@@ -142,15 +165,25 @@ pub(crate) fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
     let essence = params.next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("multipart/form-data") {
         return Err(bad(&format!(
-            "expected Content-Type: multipart/form-data, got {essence:?}"
+            "expected Content-Type: multipart/form-data, got {:?}",
+            echo(essence)
         )));
     }
-    params
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+    let mut boundaries = params.filter_map(|p| p.split_once('=')).filter(|(k, _)| {
+        let k = k.trim();
+        k.eq_ignore_ascii_case("boundary") || k.eq_ignore_ascii_case("boundary*")
+    });
+    let boundary = boundaries
+        .next()
         .map(|(_, v)| v.trim().trim_matches('"').to_owned())
         .filter(|b| !b.is_empty() && b.len() <= 200)
-        .ok_or_else(|| bad("the multipart/form-data Content-Type has no boundary"))
+        .ok_or_else(|| bad("the multipart/form-data Content-Type has no boundary"))?;
+    if boundaries.next().is_some() {
+        return Err(bad(
+            "the multipart/form-data Content-Type has more than one boundary",
+        ));
+    }
+    Ok(boundary)
 }
 
 /// An upload whose `model` has been found, ready to go upstream once.
@@ -161,7 +194,8 @@ pub(crate) struct Upload {
     content_type: HeaderValue,
     prefix: Bytes,
     model_span: Range<usize>,
-    rest: Option<Body>,
+    /// The client's stream after the prefix, and the scanner that has read the prefix.
+    rest: Option<(Body, PartScanner)>,
     declared_len: Option<u64>,
     limit: usize,
     received: usize,
@@ -173,6 +207,8 @@ pub(crate) struct Upload {
 pub(crate) struct UploadState {
     /// The body went over the limit and was cut.
     exceeded: AtomicBool,
+    /// Why the form was refused after streaming began, if it was.
+    refused: OnceLock<&'static str>,
     /// The first bytes of the body (the part headers and the start of the file).
     captured: Mutex<BytesMut>,
     boundary: String,
@@ -181,6 +217,13 @@ pub(crate) struct UploadState {
 impl UploadState {
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The form turned out ambiguous while it streamed (a second `model` part, a part named
+    /// twice): the upstream got no whole request, and the client is answered 400 with this.
+    pub fn refused(&self) -> Option<ApiError> {
+        let reason = self.refused.get()?;
+        Some(ApiError::InvalidMultipart((*reason).to_owned()))
     }
 
     /// The start of the uploaded file `field` (up to what was captured).
@@ -194,7 +237,8 @@ impl UploadState {
 
 impl Upload {
     /// Reads the body until its `model` field; 413 when it is declared or found larger than
-    /// `limit`, 400 when it is not multipart/form-data or has no `model` before its file.
+    /// `limit`, 400 when it is not multipart/form-data, has no `model` before its file, or
+    /// what has arrived is ambiguous ([`PartScanner`]).
     pub async fn begin(
         headers: &HeaderMap,
         mut body: Body,
@@ -210,12 +254,14 @@ impl Upload {
         }
         let bad = |message: &str| ApiError::InvalidMultipart(message.to_owned());
         let mut prefix = BytesMut::new();
+        let mut scanner = PartScanner::new(&boundary);
         let (parts, model) = loop {
             let frame = body.frame().await;
             let ended = frame.is_none();
             if let Some(frame) = frame {
-                let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+                let frame = frame.map_err(ApiError::from_body_error)?;
                 if let Ok(data) = frame.into_data() {
+                    scanner.feed(&data).map_err(bad)?;
                     prefix.extend_from_slice(&data);
                 }
                 if prefix.len() > limit {
@@ -276,12 +322,13 @@ impl Upload {
             content_type,
             model_span: model_part.data.clone(),
             prefix: prefix.freeze(),
-            rest: Some(body),
+            rest: Some((body, scanner)),
             declared_len,
             limit,
             received,
             state: Arc::new(UploadState {
                 exceeded: AtomicBool::new(false),
+                refused: OnceLock::new(),
                 captured: Mutex::new(captured),
                 boundary,
             }),
@@ -315,11 +362,13 @@ impl Upload {
 
     /// The body with `upstream_model` as the model's value, the first time.
     fn take_body(&mut self, upstream_model: &str) -> Option<Body> {
-        let rest = self.rest.take()?;
-        let mut head = BytesMut::with_capacity(self.prefix.len() + upstream_model.len());
+        let (rest, scanner) = self.rest.take()?;
+        // Only what the scanner accepted goes now; a part header still arriving waits.
+        let safe = (scanner.safe() as usize).clamp(self.model_span.end, self.prefix.len());
+        let mut head = BytesMut::with_capacity(safe + upstream_model.len());
         head.extend_from_slice(&self.prefix[..self.model_span.start]);
         head.extend_from_slice(upstream_model.as_bytes());
-        head.extend_from_slice(&self.prefix[self.model_span.end..]);
+        head.extend_from_slice(&self.prefix[self.model_span.end..safe]);
         let length = self
             .declared_len
             .map(|len| len - self.model_span.len() as u64 + upstream_model.len() as u64);
@@ -329,12 +378,24 @@ impl Upload {
             length,
             limit: self.limit,
             received: self.received,
+            scanner,
+            held: BytesMut::from(&self.prefix[safe..]),
+            passed: safe as u64,
             state: Arc::clone(&self.state),
         }))
     }
 }
 
-/// The upload on its way upstream: the rewritten prefix, then the client's stream, counted.
+/// The upload on its way upstream: the rewritten prefix, then the client's stream, counted
+/// and scanned part header by part header.
+///
+/// What reaches the upstream of a form the gateway refuses after streaming began (a second
+/// `model` part after the file, an ambiguous part header, bytes after the closing boundary):
+/// everything before the offending part's delimiter, then the stream fails. The upstream
+/// never sees a byte of that part's header, so no parser upstream can take the second model
+/// whatever it does with a truncated body, and it never gets a whole request: the body ends
+/// short of its `Content-Length`, or without its last chunk. The handler answers 400 (see
+/// [`UploadState::refused`]) instead of whatever the failed attempt gave.
 struct UploadBody {
     head: Option<Bytes>,
     rest: Body,
@@ -342,12 +403,38 @@ struct UploadBody {
     length: Option<u64>,
     limit: usize,
     received: usize,
+    scanner: PartScanner,
+    /// Bytes received but not passed on yet: a delimiter and part header not yet accepted.
+    held: BytesMut,
+    /// How many bytes of the client's body have been passed on.
+    passed: u64,
     state: Arc<UploadState>,
+}
+
+impl UploadBody {
+    fn refuse(&mut self, reason: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let _ = self.state.refused.set(reason);
+        Poll::Ready(Some(Err(reason.into())))
+    }
+
+    /// The bytes of `data` (which follows `held`) that may go on now.
+    fn release(&mut self, data: Bytes) -> Bytes {
+        let safe = self.scanner.safe();
+        let end = self.passed + (self.held.len() + data.len()) as u64;
+        if self.held.is_empty() && safe == end {
+            self.passed = end;
+            return data;
+        }
+        self.held.extend_from_slice(&data);
+        let ready = (safe - self.passed) as usize;
+        self.passed = safe;
+        self.held.split_to(ready).freeze()
+    }
 }
 
 impl http_body::Body for UploadBody {
     type Data = Bytes;
-    type Error = crate::proxy::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -357,27 +444,41 @@ impl http_body::Body for UploadBody {
         if let Some(head) = this.head.take() {
             return Poll::Ready(Some(Ok(Frame::data(head))));
         }
-        match Pin::new(&mut this.rest).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received = this.received.saturating_add(data.len());
-                    if this.received > this.limit {
-                        this.state.exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err("upload larger than the limit".into())));
-                    }
-                    let mut captured = this
-                        .state
-                        .captured
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    let room = CAPTURE_LIMIT.saturating_sub(captured.len());
-                    captured.extend_from_slice(&data[..room.min(data.len())]);
+        loop {
+            let frame = match ready!(Pin::new(&mut this.rest).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None if !this.scanner.closed() => {
+                    return this.refuse("the body ended before its closing boundary");
                 }
-                Poll::Ready(Some(Ok(frame)))
+                None if this.held.is_empty() => return Poll::Ready(None),
+                None => return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze())))),
+            };
+            // Trailers carry nothing a form needs, and would overtake held bytes.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            this.received = this.received.saturating_add(data.len());
+            if this.received > this.limit {
+                this.state.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err("upload larger than the limit".into())));
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            {
+                let mut captured = this
+                    .state
+                    .captured
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let room = CAPTURE_LIMIT.saturating_sub(captured.len());
+                captured.extend_from_slice(&data[..room.min(data.len())]);
+            }
+            if let Err(reason) = this.scanner.feed(&data) {
+                return this.refuse(reason);
+            }
+            let ready = this.release(data);
+            if !ready.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(ready))));
+            }
         }
     }
 
@@ -387,6 +488,167 @@ impl http_body::Body for UploadBody {
             None => SizeHint::default(),
         }
     }
+}
+
+/// Follows a multipart body as it streams, one part header at a time, and refuses the forms
+/// an upstream parser could read differently from the gateway: a second `model` part, a part
+/// header that [`disposition`] refuses (two names, `name` with `name*`, two
+/// `Content-Disposition` lines, a folded line), a part without headers, anything but
+/// whitespace after the closing delimiter.
+///
+/// It also says how far the body is safe to pass on ([`PartScanner::safe`]): up to the start
+/// of the first delimiter whose part header has not been read whole and accepted. A part is
+/// thus never passed on before its header has been checked.
+pub(crate) struct PartScanner {
+    /// `\r\n--boundary`: the body is scanned as if it began with a CRLF, so a first delimiter
+    /// at offset 0 is found like any other.
+    delimiter: Vec<u8>,
+    at: Scan,
+    /// Bytes fed but not yet consumed: the start of a possible delimiter, or an unfinished
+    /// delimiter suffix or header block. At most a header block and a delimiter long.
+    pending: Vec<u8>,
+    /// How many bytes of a pending header block were searched for its end already.
+    searched: usize,
+    /// Bytes fed so far, counting the leading CRLF.
+    fed: u64,
+    /// Offset (counting the leading CRLF) before which every byte may be passed on.
+    safe: u64,
+    models: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// In the preamble or a part's content, looking for the next delimiter.
+    Content,
+    /// Right after a delimiter: `--` closes the body, CRLF opens a part's headers.
+    Delimiter,
+    Headers,
+    /// After the closing delimiter.
+    Closed,
+}
+
+/// Longest header block a part may have.
+const MAX_PART_HEADERS: usize = 16 * 1024;
+
+impl PartScanner {
+    pub fn new(boundary: &str) -> Self {
+        Self {
+            delimiter: format!("\r\n--{boundary}").into_bytes(),
+            at: Scan::Content,
+            pending: b"\r\n".to_vec(),
+            searched: 0,
+            fed: 2,
+            safe: 2,
+            models: 0,
+        }
+    }
+
+    /// Reads the next bytes of the body.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        let base = self.fed - self.pending.len() as u64;
+        self.fed += data.len() as u64;
+        if self.pending.is_empty() {
+            let used = self.run(data, base)?;
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.pending);
+            buf.extend_from_slice(data);
+            let used = self.run(&buf, base)?;
+            buf.drain(..used);
+            self.pending = buf;
+        }
+        Ok(())
+    }
+
+    /// How many bytes from the start of the body may be passed on.
+    pub fn safe(&self) -> u64 {
+        self.safe.saturating_sub(2)
+    }
+
+    /// Whether the closing delimiter has been read.
+    pub fn closed(&self) -> bool {
+        self.at == Scan::Closed
+    }
+
+    /// Scans `buf`, which starts at `base`; returns how many of its bytes were consumed.
+    fn run(&mut self, buf: &[u8], base: u64) -> Result<usize, &'static str> {
+        let mut i = 0;
+        loop {
+            match self.at {
+                Scan::Content => match memchr::memmem::find(&buf[i..], &self.delimiter) {
+                    Some(at) => {
+                        self.safe = base + (i + at) as u64;
+                        i += at + self.delimiter.len();
+                        self.at = Scan::Delimiter;
+                    }
+                    None => {
+                        let keep = partial_delimiter(&buf[i..], &self.delimiter);
+                        self.safe = base + (buf.len() - keep) as u64;
+                        return Ok(buf.len() - keep);
+                    }
+                },
+                Scan::Delimiter => match buf.get(i..i + 2) {
+                    None => return Ok(i),
+                    Some(b"--") => {
+                        i += 2;
+                        self.at = Scan::Closed;
+                    }
+                    Some(b"\r\n") => {
+                        i += 2;
+                        self.at = Scan::Headers;
+                        self.searched = 0;
+                    }
+                    Some(_) => return Err("a multipart boundary is not followed by CRLF"),
+                },
+                Scan::Headers => {
+                    let block = &buf[i..];
+                    if block.starts_with(b"\r\n") {
+                        return Err("a part has no headers");
+                    }
+                    let from = self.searched.saturating_sub(3);
+                    match memchr::memmem::find(&block[from..], b"\r\n\r\n") {
+                        Some(at) => {
+                            let (name, _) = disposition(&block[..from + at])?;
+                            if name == "model" {
+                                self.models += 1;
+                                if self.models > 1 {
+                                    return Err("the form has more than one `model` part");
+                                }
+                            }
+                            i += from + at + 4;
+                            self.safe = base + i as u64;
+                            self.at = Scan::Content;
+                        }
+                        None if block.len() > MAX_PART_HEADERS => {
+                            return Err("a part's headers are too long");
+                        }
+                        None => {
+                            self.searched = block.len();
+                            return Ok(i);
+                        }
+                    }
+                }
+                Scan::Closed => {
+                    // RFC 2046 lets an epilogue follow; parsers differ on what they make of
+                    // one (some read on), so only the line break the SDKs send is accepted.
+                    if !buf[i..].iter().all(u8::is_ascii_whitespace) {
+                        return Err("the body goes on after its closing boundary");
+                    }
+                    self.safe = base + buf.len() as u64;
+                    return Ok(buf.len());
+                }
+            }
+        }
+    }
+}
+
+/// The length of the longest end of `buf` that is the start of `delimiter` (a delimiter
+/// that may continue in the next bytes).
+fn partial_delimiter(buf: &[u8], delimiter: &[u8]) -> usize {
+    (1..delimiter.len().min(buf.len() + 1))
+        .rev()
+        .find(|&k| buf.ends_with(&delimiter[..k]))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -485,5 +747,108 @@ mod tests {
         ));
         let err = Upload::begin(&headers, Body::from(FORM), 10).await;
         assert!(matches!(err, Err(ApiError::BodyTooLarge { limit: 10 })));
+    }
+
+    fn multipart_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+        );
+        headers
+    }
+
+    fn part(disposition: &str, value: &str) -> String {
+        format!("--XyZ\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{value}\r\n")
+    }
+
+    #[test]
+    fn a_content_type_with_two_boundaries_is_refused() {
+        for value in [
+            "multipart/form-data; boundary=a; boundary=b",
+            "multipart/form-data; boundary=a; BOUNDARY=a",
+            "multipart/form-data; boundary=a; boundary*=UTF-8''b",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            assert!(
+                matches!(boundary(&headers), Err(ApiError::InvalidMultipart(_))),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_part_with_two_names_is_malformed() {
+        for disposition in [
+            "name=\"model\"; name*=UTF-8''other",
+            "name*=UTF-8''other; name=\"model\"",
+            "name=\"x\"; name=\"model\"",
+            "name=model; NAME=other",
+        ] {
+            let form = part(disposition, "v") + "--XyZ--\r\n";
+            assert!(scan(form.as_bytes(), "XyZ").is_err(), "{disposition}");
+        }
+        let two_headers = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nv\r\n--XyZ--\r\n";
+        assert!(scan(two_headers.as_bytes(), "XyZ").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_second_model_part_before_the_file_is_refused_before_routing() {
+        let form =
+            part("name=\"model\"", "whisper-1") + &part("name=\"model\"", "other") + "--XyZ--\r\n";
+        let begun = Upload::begin(&multipart_headers(), Body::from(form), 1 << 20).await;
+        assert!(
+            matches!(begun, Err(ApiError::InvalidMultipart(_))),
+            "{:?}",
+            begun.err()
+        );
+    }
+
+    /// A form whose second `model` (or ambiguous) part comes after a file, sent in chunks of
+    /// every size from 1 byte: the stream to the upstream fails, and no byte of the offending
+    /// part's header has been passed on before it does.
+    #[tokio::test]
+    async fn a_late_second_model_part_cuts_the_stream_before_its_header_is_passed_on() {
+        let file = "F".repeat(3000);
+        for late in [
+            part("name=\"model\"", "other"),
+            part("name=\"x\"; name*=UTF-8''model", "other"),
+        ] {
+            let head = part("name=\"model\"", "whisper-1")
+                + &part("name=\"file\"; filename=\"a.wav\"", &file);
+            let form = head.clone() + &late + "--XyZ--\r\n";
+            for chunk in [1, 2, 5, 7, 64, 1000, form.len()] {
+                let chunks: Vec<Result<Bytes, std::io::Error>> = form
+                    .as_bytes()
+                    .chunks(chunk)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                let body = Body::from_stream(futures::stream::iter(chunks));
+                let begun = Upload::begin(&multipart_headers(), body, 1 << 20).await;
+                let mut upload = match begun {
+                    Ok(upload) => upload,
+                    // The whole form arrived with the model: refused before anything went on.
+                    Err(ApiError::InvalidMultipart(_)) => continue,
+                    Err(other) => panic!("chunk {chunk}: {other:?}"),
+                };
+                let mut sent = upload.take_body("whisper-1").unwrap();
+                let mut forwarded = Vec::new();
+                let failed = loop {
+                    match sent.frame().await {
+                        Some(Ok(frame)) => forwarded.extend_from_slice(&frame.into_data().unwrap()),
+                        Some(Err(_)) => break true,
+                        None => break false,
+                    }
+                };
+                assert!(failed, "chunk {chunk}: the stream ended normally");
+                assert!(
+                    forwarded.len() <= head.len(),
+                    "chunk {chunk}: {} bytes of {} passed on",
+                    forwarded.len(),
+                    head.len()
+                );
+            }
+        }
     }
 }

@@ -2,10 +2,17 @@
 //! (multipart as the SDKs send it, streamed through; or JSON). The job then lives on the
 //! upstream that took it, so the id the client gets is signed_id.rs's: it names that upstream
 //! and the upstream's own id, for this key. Retrieve, content and delete go straight to that
-//! upstream from any node, with no shared state; an id altered, forged or used by another key
-//! is 404. List asks every upstream serving a model the key may use and merges the answers.
+//! upstream from any node with no lookup; an id altered, forged or used by another key is 404.
+//!
+//! An upstream lists every job made with its credential, whoever asked the gateway. So a
+//! create records, through Raft, which key made the job (`Command::RecordVideo`, awaited before
+//! the create answers), and list asks every upstream serving a model the key may use, keeps
+//! only the jobs recorded as the key's, and merges them. List reads the owners after a
+//! linearizable read, so a job created through any node a moment ago is listed; a node cut
+//! off from the majority lists from its own applied state. A delete forgets its entry.
 //! Video seconds (`seconds` of the create request, default 4) are metered on create.
 
+use aigw_cluster::{Command, KeyId, VideoJob, unix_now};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -63,6 +70,10 @@ pub(super) async fn create(
             upload.take_call("/videos", target)
         })
         .await;
+        // Whatever the failed attempt answered: the client's form is at fault.
+        if let Some(refused) = uploaded.refused() {
+            return Err(refused);
+        }
         if uploaded.exceeded() {
             return Err(ApiError::BodyTooLarge {
                 limit: state.max_upload_bytes,
@@ -83,7 +94,15 @@ pub(super) async fn create(
         };
         state.usage.record(&key.id, Capability::Videos, &record);
     }
-    settled(admission, resign(&state, key.id.as_str(), forwarded).await)
+    let answer = async {
+        let job = match job_of(forwarded).await? {
+            Ok(job) => job,
+            Err(response) => return Ok(response),
+        };
+        record_owner(&state, &key.id, &job).await;
+        Ok(signed(&state, key.id.as_str(), job))
+    };
+    settled(admission, answer.await)
 }
 
 pub(super) async fn retrieve(
@@ -121,6 +140,20 @@ pub(super) async fn delete(
     let (upstream, job) = open_id(&state, key.id.as_str(), &id)?;
     let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let forwarded = follow_up(&state, &upstream, Method::DELETE, format!("/videos/{job}")).await?;
+    if forwarded.response.status().is_success()
+        && let Some(cluster) = state.cluster_node.get().cloned()
+    {
+        // Only bookkeeping: the upstream no longer lists the job, so the answer need not wait.
+        let command = Command::ForgetVideo {
+            key: key.id.clone(),
+            job: VideoJob { upstream, job },
+        };
+        tokio::spawn(async move {
+            if let Err(error) = cluster.write(command).await {
+                tracing::warn!(%error, "a deleted video job's owner entry stays until it ages out");
+            }
+        });
+    }
     settled(admission, resign(&state, key.id.as_str(), forwarded).await)
 }
 
@@ -142,6 +175,12 @@ pub(super) async fn list(
     } else {
         format!("/videos?{}", query.join("&"))
     };
+    if let Some(cluster) = state.cluster_node.get()
+        && let Err(error) = cluster.linearizable_read().await
+    {
+        tracing::warn!(%error, "listing video jobs from this node's applied state");
+    }
+    let owners = state.cluster.load().videos.clone();
     let routes = state.proxy.routes.load_full();
     let mut upstreams: Vec<String> = Vec::new();
     for name in routes.names() {
@@ -174,6 +213,13 @@ pub(super) async fn list(
             .unwrap_or(false);
         if let Some(Value::Array(jobs)) = page.get_mut("data") {
             for mut job in jobs.drain(..) {
+                let owned = job
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| owners.owns(&key.id, &upstream, id));
+                if !owned {
+                    continue; // another key's job, or one made around the gateway
+                }
                 sign_job(&state, key.id.as_str(), &upstream, &mut job);
                 data.push(job);
             }
@@ -243,6 +289,30 @@ async fn follow_up(
         })
 }
 
+/// A 2xx JSON job answered by a named upstream, parsed.
+struct Job {
+    parts: http::response::Parts,
+    upstream: std::sync::Arc<str>,
+    body: Value,
+}
+
+/// The answer's job, or the answer as it came when it is not a 2xx from a named upstream.
+async fn job_of(forwarded: Forwarded) -> Result<Result<Job, Response>, ApiError> {
+    let Some(upstream) = forwarded.upstream.clone() else {
+        return Ok(Err(forwarded.response));
+    };
+    if !forwarded.response.status().is_success() {
+        return Ok(Err(forwarded.response));
+    }
+    let (parts, body) = forwarded.response.into_parts();
+    let body = json_of(Response::new(body)).await?;
+    Ok(Ok(Job {
+        parts,
+        upstream,
+        body,
+    }))
+}
+
 /// The answer with the job's ids replaced by gateway ids (a 2xx JSON job); anything else as
 /// it came.
 async fn resign(
@@ -250,20 +320,49 @@ async fn resign(
     key_id: &str,
     forwarded: Forwarded,
 ) -> Result<Response, ApiError> {
-    let Some(upstream) = forwarded.upstream.clone() else {
-        return Ok(forwarded.response);
-    };
-    if !forwarded.response.status().is_success() {
-        return Ok(forwarded.response);
-    }
-    let (mut parts, body) = forwarded.response.into_parts();
-    let mut job = json_of(Response::new(body)).await?;
+    Ok(match job_of(forwarded).await? {
+        Ok(job) => signed(state, key_id, job),
+        Err(response) => response,
+    })
+}
+
+fn signed(state: &AppState, key_id: &str, job: Job) -> Response {
+    let Job {
+        mut parts,
+        upstream,
+        body: mut job,
+    } = job;
     sign_job(state, key_id, &upstream, &mut job);
     parts.headers.remove(http::header::CONTENT_LENGTH);
     parts
         .headers
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(Response::from_parts(parts, Body::from(job.to_string())))
+    Response::from_parts(parts, Body::from(job.to_string()))
+}
+
+/// Records `key` as the creator of `job` and waits until the cluster applied it, so the key's
+/// next list, on any node, shows it. When the write fails (no quorum within the write
+/// timeout) the create still answers: the job exists and its id works; it is listed only if
+/// the write commits later.
+async fn record_owner(state: &AppState, key: &KeyId, job: &Job) {
+    let (Some(cluster), Some(id)) = (
+        state.cluster_node.get(),
+        job.body.get("id").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let command = Command::RecordVideo {
+        key: key.clone(),
+        job: VideoJob {
+            upstream: job.upstream.to_string(),
+            job: id.to_owned(),
+        },
+        at: unix_now(),
+    };
+    if let Err(error) = cluster.write(command).await {
+        tracing::warn!(key = %key, upstream = %job.upstream, %error,
+            "video job created, but its owner is not recorded: the key's list may miss it");
+    }
 }
 
 fn sign_job(state: &AppState, key_id: &str, upstream: &str, job: &mut Value) {

@@ -1,46 +1,26 @@
-//! Which headers cross the gateway (RFC 9110 7.6.1): hop-by-hop headers belong to one
-//! connection and never do; the client's gateway credentials never reach a backend; the
-//! backend's configured credentials are injected instead.
+//! Which headers cross the gateway to a pass-through backend: never hop-by-hop headers (the
+//! proxy engine's one filter, `proxy::hop`, which the model endpoints use too), nor the
+//! client's gateway credentials; the backend's configured credentials are injected instead,
+//! and the forwarding headers name the client only as far as the peer is trusted
+//! (`proxy::forwarded`).
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
+use http::request::Parts;
 
 use crate::proxy::backends::Backend;
-
-/// Hop-by-hop headers by name, besides those the `Connection` header lists.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes every hop-by-hop header: the fixed ones and those named in `Connection`.
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
+use crate::proxy::forwarded::{ClientPeer, set_forwarding};
+use crate::proxy::hop::strip_hop_by_hop;
 
 /// The headers sent to `backend` for a client's request: the end-to-end ones, less the
 /// client's `Authorization` (its gateway key) and `Host` (the backend's comes from its URL),
-/// with the backend's configured headers set over them.
-pub(super) fn to_backend(client: &HeaderMap, backend: &Backend) -> HeaderMap {
-    let mut headers = client.clone();
+/// with the forwarding headers set from the connection's peer and the backend's configured
+/// headers set over them.
+pub(super) fn to_backend(client: &Parts, backend: &Backend) -> HeaderMap {
+    let mut headers = client.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
+    set_forwarding(&mut headers, client.extensions.get::<ClientPeer>().copied());
     for (name, value) in &backend.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -51,34 +31,4 @@ pub(super) fn to_backend(client: &HeaderMap, backend: &Backend) -> HeaderMap {
 pub(super) fn to_client(mut headers: HeaderMap) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers
-}
-
-#[cfg(test)]
-mod tests {
-    use http::HeaderValue;
-
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, X-Hop, bogus header"),
-            ("keep-alive", "timeout=5"),
-            ("x-hop", "1"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("proxy-authorization", "Basic x"),
-            ("proxy-connection", "keep-alive"),
-            ("trailer", "x-checksum"),
-            ("accept", "text/event-stream"),
-            ("x-end-to-end", "kept"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        strip_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["accept", "x-end-to-end"]);
-    }
 }

@@ -53,7 +53,7 @@ pub(super) async fn handle(
         key_id: key.id.as_str().to_owned(),
         server: target.name.clone(),
     };
-    let mut headers = hop::to_backend(&parts.headers, &backend);
+    let mut headers = hop::to_backend(&parts, &backend);
     if let Some(id) = parts.headers.get(&MCP_SESSION_ID) {
         let id = id.to_str().map_err(|_| sessions.unknown("(not text)"))?;
         headers.insert(MCP_SESSION_ID.clone(), sessions.open_header(id)?);

@@ -74,7 +74,7 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
         websocket::relay(state, parts, &backend, uri).await
     } else {
         let uri = backend.uri(&target.rest, query.as_deref())?;
-        let headers = hop::to_backend(&parts.headers, &backend);
+        let headers = hop::to_backend(&parts, &backend);
         forward::send(&backends.client, &backend, parts.method, uri, headers, body).await
     };
     finish(state, &key, kind, &target, admission, answer)
@@ -99,16 +99,14 @@ impl Target {
         let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
         // The rest is appended to the backend's base path: no segment may climb out of it,
         // however it is encoded.
-        for segment in rest.split('/') {
-            let decoded = query::percent_decode(segment);
-            if decoded == "." || decoded == ".." || decoded.contains(['/', '\\']) {
-                return Err(ApiError::InvalidParam {
-                    param: "path",
-                    message: format!(
-                        "The path segment {segment:?} is not allowed in a pass-through path."
-                    ),
-                });
-            }
+        if let Some(segment) = rest.split('/').find(|s| climbs(s)) {
+            return Err(ApiError::InvalidParam {
+                param: "path",
+                message: format!(
+                    "The path segment {:?} is not allowed in a pass-through path.",
+                    crate::error::echo(segment)
+                ),
+            });
         }
         Ok(Self {
             name: name.to_owned(),
@@ -116,6 +114,18 @@ impl Target {
             query: uri.query().map(str::to_owned),
         })
     }
+}
+
+/// Whether a backend could read `segment` as `.` or `..`, or as more than one segment: after
+/// percent-decoding, once or twice (a backend or a proxy in front of it may decode again),
+/// and with any `;` path parameters dropped, as servlet containers do (`..;x` is `..`).
+fn climbs(segment: &str) -> bool {
+    let once = query::percent_decode(segment);
+    let twice = query::percent_decode(&once);
+    [once, twice].iter().any(|decoded| {
+        let bare = decoded.split(';').next().unwrap_or_default();
+        bare == "." || bare == ".." || decoded.contains(['/', '\\'])
+    })
 }
 
 /// The calling key, from `Authorization: Bearer`, or for a WebSocket upgrade without that
@@ -190,6 +200,16 @@ mod tests {
             "/v1/agent/coder/a/..%2f..%2fadmin",
             "/v1/agent/coder/a%5c..",
             "/v1/agent/coder/./x",
+            // Path parameters: some servlet containers drop `;...` and then see `..`.
+            "/v1/agent/coder/..;/admin",
+            "/v1/agent/coder/a/..;jsessionid=1/b",
+            "/v1/agent/coder/%2e%2e;/admin",
+            "/v1/agent/coder/..%3b/admin",
+            "/v1/agent/coder/.%3B/x",
+            "/v1/agent/coder/.;x=1/x",
+            // Encoded twice, for a backend that decodes twice.
+            "/v1/agent/coder/%252e%252e/admin",
+            "/v1/agent/coder/..%252fadmin",
         ] {
             let uri: http::Uri = path.parse().unwrap();
             let refused = Target::of(Kind::Agent, &uri);
@@ -198,10 +218,10 @@ mod tests {
                 "{path}"
             );
         }
-        let uri: http::Uri = "/v1/agent/coder/runs/..x/%2e.b".parse().unwrap();
+        let uri: http::Uri = "/v1/agent/coder/runs/..x/%2e.b/a;b=1/...;".parse().unwrap();
         assert_eq!(
             Target::of(Kind::Agent, &uri).unwrap().rest,
-            "/runs/..x/%2e.b"
+            "/runs/..x/%2e.b/a;b=1/...;"
         );
     }
 

@@ -68,7 +68,7 @@ pub(super) async fn relay(
     let mut request = uri.into_client_request().map_err(|_| ApiError::Internal)?;
     request
         .headers_mut()
-        .extend(handshake_headers(&parts.headers, backend));
+        .extend(handshake_headers(&parts, backend));
     let config = ts::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
@@ -121,7 +121,7 @@ pub(super) async fn relay(
 /// The client's handshake headers that go to the backend: end-to-end ones and the requested
 /// subprotocols; not its key, version or extensions (the backend's socket negotiates its own
 /// handshake), nor its gateway credentials. The backend's headers are set over them.
-fn handshake_headers(client: &HeaderMap, backend: &Backend) -> HeaderMap {
+fn handshake_headers(client: &Parts, backend: &Backend) -> HeaderMap {
     let mut headers = hop::to_backend(client, backend);
     for name in [
         header::SEC_WEBSOCKET_KEY,

@@ -37,6 +37,9 @@ pub(crate) enum FailureKind {
     Status(StatusCode),
     /// A 2xx head came, then the body broke or stalled before its first byte.
     BeforeFirstByte,
+    /// The request's own body failed on the way (an upload cut over its limit or refused as
+    /// ambiguous): nothing is wrong with the upstream, and the body is gone.
+    RequestBody,
 }
 
 impl FailureKind {
@@ -47,6 +50,7 @@ impl FailureKind {
             Self::Status(status) => {
                 status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
             }
+            Self::RequestBody => false,
             _ => true,
         }
     }
@@ -126,7 +130,12 @@ pub(crate) async fn run_call(
     let response = match upstream.send(request, deadline).await {
         Ok(response) => response,
         Err(error) => {
-            attempt.finish(AttemptResult::Failure);
+            // A client whose upload is refused must not count against the upstream's breaker.
+            attempt.finish(if error.kind.is_upstream_failure() {
+                AttemptResult::Failure
+            } else {
+                AttemptResult::Cancelled
+            });
             return Err(error);
         }
     };

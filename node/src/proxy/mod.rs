@@ -9,6 +9,8 @@
 mod attempt;
 pub(crate) mod backends;
 mod body;
+pub(crate) mod forwarded;
+pub(crate) mod hop;
 mod pick;
 mod probe;
 mod routes;
@@ -66,6 +68,8 @@ pub(crate) struct ProxyContext {
     pub retry_budget: SharedRetryBudget,
     /// Upstream attempts per request, the first included.
     pub max_attempts: u32,
+    /// A request that finds no target available tries the avoided ones (pick.rs).
+    pub panic_mode: bool,
 }
 
 /// A request's answer and how it was obtained, for the request log.
@@ -108,17 +112,24 @@ pub(crate) async fn forward_call(
 ) -> Forwarded {
     let sessions = &proxy.sessions;
     let bound = session.and_then(|s| sessions.bound_upstream(s));
-    let mut picker = Picker::new(route, session, bound);
+    let mut picker = Picker::new(route, session, bound, proxy.panic_mode);
     proxy.retry_budget.record_request();
     let mut attempts = 0;
     let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
     let max_attempts = if replayable { proxy.max_attempts } else { 1 };
     while attempts < max_attempts {
-        let Some((target, ticket)) = picker.next() else {
+        let Some(pick::Pick {
+            target,
+            attempt: ticket,
+            panic,
+        }) = picker.next()
+        else {
             break;
         };
-        if attempts > 0 && !proxy.retry_budget.try_retry() {
-            tracing::debug!(model, "retry budget spent; no further attempt");
+        // An attempt on a target judged unavailable (panic mode) is extra load on an
+        // upstream that may be struggling, like a retry: the budget bounds both.
+        if (attempts > 0 || panic) && !proxy.retry_budget.try_retry() {
+            tracing::debug!(model, panic, "retry budget spent; no further attempt");
             break;
         }
         let Some(call) = call_for(target) else {
@@ -247,27 +258,40 @@ async fn relay_error(
     error_body(&message, kind, None, "upstream_error")
 }
 
-/// The upstream's response headers worth passing on: not hop-by-hop ones, and not those the
-/// server sets itself for the body it actually sends.
+/// The upstream's response headers worth passing on: not hop-by-hop ones (hop.rs, the same
+/// filter as pass-through), and not those the server sets itself for the body it actually
+/// sends.
 fn relayed_headers(upstream: &HeaderMap) -> HeaderMap {
-    const DROPPED: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "date",
-        "server",
-    ];
     let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
     for (name, value) in upstream {
-        if !DROPPED.contains(&name.as_str()) {
+        if !matches!(name.as_str(), "content-length" | "date" | "server") {
             headers.append(name.clone(), value.clone());
         }
     }
+    hop::strip_hop_by_hop(&mut headers);
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn relayed_headers_drop_those_the_connection_header_names() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "X-Upstream-Hop, keep-alive"),
+            ("x-upstream-hop", "internal"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req-1"),
+        ] {
+            upstream.append(name, HeaderValue::from_static(value));
+        }
+        let relayed = relayed_headers(&upstream);
+        let left: Vec<&str> = relayed.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+    }
 }

@@ -13,6 +13,12 @@
 //!   attempt only: a failed binding is what moves a session); otherwise weighted rendezvous
 //!   hashing over the available targets, which every node computes alike. Without a session
 //!   key, `weighted`.
+//!
+//! Panic mode (`routing.panic_mode`): a request that finds no target available in any tier,
+//! before any attempt, tries the avoided targets anyway, best tier first and within a tier the
+//! least recently failed first (the likeliest to have recovered). Its attempts say so
+//! ([`Pick::panic`]), and the caller takes each from the retry budget. Failover from a normal
+//! attempt never enters panic: a request that had an available target was not refused.
 
 use aigw_actors::{
     Admission, Attempt, SessionKey, better_of_two, load_cost, rendezvous_pick, two_distinct,
@@ -27,6 +33,20 @@ pub(crate) struct Picker<'r> {
     /// The upstream the session is bound to, if it is bound.
     bound: Option<std::sync::Arc<str>>,
     tried: u64,
+    /// Whether a request that finds nothing available may try the avoided targets.
+    panic_mode: bool,
+    /// An attempt has been begun (panic mode starts only before the first).
+    attempted: bool,
+    /// This request is in panic: every further pick ignores availability.
+    panicking: bool,
+}
+
+/// One attempt's target, begun.
+pub(crate) struct Pick<'r> {
+    pub target: &'r RouteTarget,
+    pub attempt: Attempt,
+    /// Taken in panic mode: its target was not available.
+    pub panic: bool,
 }
 
 impl<'r> Picker<'r> {
@@ -34,18 +54,61 @@ impl<'r> Picker<'r> {
         route: &'r ModelRoute,
         session: Option<SessionKey>,
         bound: Option<std::sync::Arc<str>>,
+        panic_mode: bool,
     ) -> Self {
         Self {
             route,
             session,
             bound,
             tried: 0,
+            panic_mode,
+            attempted: false,
+            panicking: false,
         }
     }
 
     /// The next target to try, with its attempt begun; `None` when no untried target is
-    /// available in any tier.
-    pub fn next(&mut self) -> Option<(&'r RouteTarget, Attempt)> {
+    /// available in any tier (in panic: when every target has been tried).
+    pub fn next(&mut self) -> Option<Pick<'r>> {
+        if !self.panicking {
+            if let Some((target, attempt)) = self.next_available() {
+                self.attempted = true;
+                return Some(Pick {
+                    target,
+                    attempt,
+                    panic: false,
+                });
+            }
+            if self.attempted || !self.panic_mode {
+                return None;
+            }
+            self.panicking = true;
+        }
+        let index = self.least_recently_failed()?;
+        self.tried |= bit(index);
+        let target = &self.route.targets[index];
+        // Past the breaker: its outcome still reaches the actor (ignored while open).
+        let attempt = target.handle.begin(Admission::Open)?;
+        self.attempted = true;
+        Some(Pick {
+            target,
+            attempt,
+            panic: true,
+        })
+    }
+
+    /// In panic: the untried target of the best tier that failed least recently (one never
+    /// seen failing here first, then the earliest failure).
+    fn least_recently_failed(&self) -> Option<usize> {
+        self.route.tiers.iter().find_map(|tier| {
+            tier.range
+                .clone()
+                .filter(|&i| self.tried & bit(i) == 0)
+                .min_by_key(|&i| self.route.targets[i].handle.failed_at())
+        })
+    }
+
+    fn next_available(&mut self) -> Option<(&'r RouteTarget, Attempt)> {
         let route = self.route;
         for tier in &route.tiers {
             loop {
@@ -197,8 +260,8 @@ mod tests {
     }
 
     fn first_pick(route: &ModelRoute, session: Option<SessionKey>, bound: Option<&str>) -> String {
-        let mut picker = Picker::new(route, session, bound.map(Arc::from));
-        picker.next().unwrap().0.upstream.id.to_string()
+        let mut picker = Picker::new(route, session, bound.map(Arc::from), false);
+        picker.next().unwrap().target.upstream.id.to_string()
     }
 
     #[test]
@@ -216,17 +279,18 @@ mod tests {
         down(&upstreams, &["a", "b"]);
         assert_eq!(first_pick(route, None, None), "c");
         down(&upstreams, &["a", "b", "c"]);
-        assert!(Picker::new(route, None, None).next().is_none());
+        assert!(Picker::new(route, None, None, false).next().is_none());
     }
 
     #[test]
     fn failover_tries_each_available_target_once_best_tier_first() {
         let (table, _upstreams) = table("least-loaded");
         let route = table.get("m").unwrap();
-        let mut picker = Picker::new(route, None, None);
+        let mut picker = Picker::new(route, None, None, true);
         let mut order = Vec::new();
-        while let Some((target, _attempt)) = picker.next() {
-            order.push(target.upstream.id.to_string());
+        while let Some(pick) = picker.next() {
+            assert!(!pick.panic);
+            order.push(pick.target.upstream.id.to_string());
         }
         assert_eq!(order.len(), 3);
         assert_eq!(order[2], "c");
@@ -246,6 +310,28 @@ mod tests {
         // A binding to an unavailable upstream falls back to rendezvous among the rest.
         down(&upstreams, &[other]);
         assert_eq!(first_pick(route, Some(session), Some(other)), winner);
+    }
+
+    #[test]
+    fn in_panic_mode_a_request_with_nothing_available_tries_every_target_best_tier_first() {
+        let (table, upstreams) = table("weighted");
+        let route = table.get("m").unwrap();
+        down(&upstreams, &["a", "b", "c"]);
+        let mut picker = Picker::new(route, None, None, true);
+        let mut order = Vec::new();
+        while let Some(pick) = picker.next() {
+            assert!(pick.panic);
+            order.push(pick.target.upstream.id.to_string());
+        }
+        // Neither a nor b has failed here (only the peers say down): tier 0 first, then c.
+        assert_eq!(order.len(), 3);
+        assert_eq!(order[2], "c", "{order:?}");
+        // A request that had an available target does not panic when it runs out.
+        down(&upstreams, &["b", "c"]);
+        let mut picker = Picker::new(route, None, None, true);
+        let first = picker.next().unwrap();
+        assert_eq!((&*first.target.upstream.id, first.panic), ("a", false));
+        assert!(picker.next().is_none());
     }
 
     #[test]

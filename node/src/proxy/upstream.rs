@@ -188,6 +188,16 @@ impl UpstreamEndpoint {
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> AttemptError {
         let mut source = err.source();
         while let Some(cause) = source {
+            // hyper's "user" errors here are the request body's own (UploadBody's refusals).
+            if cause
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_user)
+            {
+                return AttemptError::before_first_byte(
+                    FailureKind::RequestBody,
+                    ApiError::BodyUnreadable("the request body failed on its way upstream".into()),
+                );
+            }
             if let Some(io) = cause.downcast_ref::<std::io::Error>()
                 && io.kind() == std::io::ErrorKind::TimedOut
             {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::Quotas;
 use super::ledger::{KeyQuota, slot_index};
 use super::rate_limit::retry_after;
-use super::refusal::Refusal;
+use super::refusal::{Refusal, TooLargeFor};
 use super::tap::Usage;
 use crate::tokens::Estimate;
 
@@ -131,6 +131,27 @@ impl Quotas {
         }
         let quota = self.keys.entry(key.id.clone()).or_default().value().clone();
         quota.last_used.store(unix_now(), Ordering::Relaxed);
+        // A request larger than a whole budget could only ever be refused as "used up",
+        // which invites a retry that can never succeed.
+        // (A call costs 1: a calls budget is never too small for one, only used up.)
+        for dimension in Dimension::ALL {
+            let units = cost(dimension, estimate);
+            let budget = limits.budget(dimension);
+            if let Some(budget) =
+                budget.filter(|b| dimension != Dimension::Calls && units > b.limit)
+            {
+                let name = dimension.as_str();
+                return Err(Refusal::TooLarge {
+                    limit: TooLargeFor::Budget,
+                    message: format!(
+                        "This request needs about {units} {name}, more than this key's whole {name} budget of {} per {}: it can never be admitted as it is. Lower max_tokens or max_completion_tokens, shorten the input, or raise the budget.",
+                        budget.limit,
+                        budget.period.as_str()
+                    ),
+                    headers: self.rate_headers(key, &quota),
+                });
+            }
+        }
         let snapshot = self.cluster.state().load();
         let voters = snapshot.voters;
         let mut admission = Admission {
@@ -175,7 +196,9 @@ impl Quotas {
                 Ok(None) => {}
                 Err(error) => {
                     self.release(&quota, &admission);
-                    return Err(error);
+                    // A budget refusal describes the key's rates too, as an admission does,
+                    // with what this request took given back.
+                    return Err(error.with_rate_headers(self.rate_headers(key, &quota)));
                 }
             }
         }

@@ -20,6 +20,8 @@ pub(crate) struct Marks {
 
 impl Marks {
     pub fn open(path: &Path) -> Result<Self, String> {
+        aigw_cluster::create_private_file(path)
+            .map_err(|e| format!("cannot create the quota marks at {}: {e}", path.display()))?;
         let db = Database::create(path)
             .map_err(|e| format!("cannot open the quota marks at {}: {e}", path.display()))?;
         Ok(Self { db })

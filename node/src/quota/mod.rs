@@ -67,7 +67,7 @@ pub(crate) async fn admit(
         return Ok(Some(quotas.admit(key, Estimate::calls_only()).await?));
     }
     match quotas.admit(key, estimate(false)).await {
-        Err(Refusal::Rate { .. } | Refusal::Budget { .. }) => {
+        Err(Refusal::Rate { .. } | Refusal::Budget { .. } | Refusal::TooLarge { .. }) => {
             tokens::load(encodings()).await;
             Ok(Some(quotas.admit(key, estimate(true)).await?))
         }

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::Quotas;
 use super::admission::Admission;
-use super::bucket::Bucket;
+use super::bucket::{self, Bucket};
 use super::ledger::KeyQuota;
 use super::rates;
-use super::refusal::Refusal;
+use super::refusal::{Refusal, TooLargeFor};
 
 /// A key's rate buckets on this node.
 #[derive(Default)]
@@ -75,13 +75,17 @@ impl Quotas {
         };
         let mut rates = quota.rate.lock();
         let restarted = self.restarted;
-        let sized = |slot: &mut Option<(f64, Bucket)>, share: f64| match slot {
-            Some((sized, _)) if *sized == share => {}
-            Some((_, bucket)) => *slot = Some((share, bucket.resized(share, now))),
-            None => *slot = Some((share, Bucket::new(share, now, restarted))),
+        let sized = |slot: &mut Option<(f64, Bucket)>, share: f64, limit: u64, burst| {
+            let capacity = bucket::capacity(share, limit, burst);
+            match slot {
+                Some((sized, bucket)) if *sized == share && bucket.capacity() == capacity => {}
+                Some((_, bucket)) => *slot = Some((share, bucket.resized(share, capacity, now))),
+                None => *slot = Some((share, Bucket::new(share, capacity, now, restarted))),
+            }
         };
         if let Some(rpm) = key.limits.rpm {
-            sized(&mut rates.rpm, share(rpm, rates::Rate::Rpm));
+            let rpm_share = share(rpm, rates::Rate::Rpm);
+            sized(&mut rates.rpm, rpm_share, rpm, key.limits.rpm_burst);
             let (_, bucket) = rates.rpm.as_mut().expect("sized above");
             if !bucket.try_take(1.0, now) {
                 let wait = bucket.wait_for(1.0, now);
@@ -94,8 +98,28 @@ impl Quotas {
             }
         }
         if let Some(tpm) = key.limits.tpm {
-            sized(&mut rates.tpm, share(tpm, rates::Rate::Tpm));
+            let tpm_share = share(tpm, rates::Rate::Tpm);
+            sized(&mut rates.tpm, tpm_share, tpm, key.limits.tpm_burst);
             let (_, bucket) = rates.tpm.as_mut().expect("sized above");
+            let capacity = bucket.capacity();
+            if tokens > capacity {
+                // Waiting would not help: the bucket never holds this much. No retry-after.
+                if let Some((_, rpm)) = rates.rpm.as_mut() {
+                    rpm.adjust(1.0, now);
+                }
+                let burst = key.limits.tpm_burst.map_or_else(
+                    || "the default burst, a sixth of tpm".to_owned(),
+                    |burst| format!("tpm_burst = {burst}"),
+                );
+                return Err(Refusal::TooLarge {
+                    limit: TooLargeFor::Rate,
+                    message: format!(
+                        "This request needs about {tokens} tokens, more than this key's rate limit of {tpm} tokens per minute ever admits at once on this node: {} tokens (its share of the key's burst: {burst}). It can never be admitted as it is: lower max_tokens or max_completion_tokens, shorten the input, or raise the key's tpm or tpm_burst.",
+                        capacity.floor()
+                    ),
+                    headers: rate_headers(&mut rates, key, now),
+                });
+            }
             if !bucket.try_take(tokens, now) {
                 let wait = bucket.wait_for(tokens, now);
                 if let Some((_, rpm)) = rates.rpm.as_mut() {
@@ -114,6 +138,11 @@ impl Quotas {
         }
         admission.headers = rate_headers(&mut rates, key, now);
         Ok(())
+    }
+
+    /// The `x-ratelimit-*` headers of `key` on this node now.
+    pub(super) fn rate_headers(&self, key: &KeyRecord, quota: &KeyQuota) -> HeaderMap {
+        rate_headers(&mut quota.rate.lock(), key, Instant::now())
     }
 
     /// This node's view of a key's rate buckets, for the admin API.

@@ -2,10 +2,13 @@
 //! without holding the stream back: event streams are relayed event by event, other bodies
 //! frame by frame (kept, up to a bound, to read `usage` at the end).
 //!
-//! When the gateway itself asked the upstream for a usage chunk (`stream_options`), that
-//! chunk is removed so the client sees the stream it asked for. If no `usage` arrives, a
-//! stream's text is counted instead. Whatever happens (end, error, client gone), `settle` runs
-//! once, from `Drop`.
+//! When the gateway itself asked the upstream for usage (`stream_options`), the client gets
+//! the stream it would have had without that request: the `usage` member is cut out of every
+//! chunk that has one (OpenAI's `"usage":null` on each chunk, usage on the finish chunk), the
+//! other bytes of the chunk kept as they are, and a chunk that exists only to carry usage (no
+//! choices, or choices with nothing in them) is dropped whole. Chunks that do not name
+//! `usage` pass without a copy. If no `usage` arrives, a stream's text is counted instead.
+//! Whatever happens (end, error, client gone), `settle` runs once, from `Drop`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,7 +16,8 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use super::tokens::TokenCounting;
 
@@ -49,10 +53,9 @@ struct Details {
     cached_tokens: u64,
 }
 
+/// A chunk's choices, for counting its text.
 #[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<UsageJson>,
+struct WithChoices {
     #[serde(default)]
     choices: Option<Vec<Choice>>,
 }
@@ -67,6 +70,109 @@ struct Choice {
 struct Delta {
     #[serde(default)]
     content: Option<String>,
+}
+
+/// A chunk that names `usage`, as far as stripping it needs: where its `usage` value is
+/// (`null` included) and whether its choices carry anything.
+#[derive(Deserialize)]
+struct UsageChunk<'a> {
+    #[serde(default, borrow, deserialize_with = "raw_even_null")]
+    usage: Option<&'a RawValue>,
+    #[serde(default)]
+    choices: Option<Vec<ChoiceShape>>,
+}
+
+/// `Some` for any value, `null` too (`Option`'s own impl reads `null` as `None`).
+fn raw_even_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct ChoiceShape {
+    #[serde(default)]
+    delta: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    finish_reason: Option<serde_json::Value>,
+    #[serde(default)]
+    logprobs: Option<serde_json::Value>,
+}
+
+impl ChoiceShape {
+    /// Nothing a client would see: no finish, no logprobs, a delta of only empty values.
+    fn is_empty(&self) -> bool {
+        let blank = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::String(s) => s.is_empty(),
+            serde_json::Value::Array(a) => a.is_empty(),
+            serde_json::Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        self.finish_reason.as_ref().is_none_or(blank)
+            && self.logprobs.as_ref().is_none_or(blank)
+            && self.delta.as_ref().is_none_or(|d| d.values().all(blank))
+    }
+}
+
+/// What becomes of one event on its way to the client.
+enum Fate {
+    Keep,
+    /// It only carried the usage the gateway asked for.
+    Drop,
+    /// The same event with the `usage` member cut out.
+    Replace(Bytes),
+}
+
+/// `json` (an object) without its top-level member whose value is `value` (a slice of
+/// `json`) and whose name is `"usage"`, every other byte kept; `None` when the member is not
+/// written plainly (an escaped name), so the caller can fall back.
+fn without_usage_member(json: &[u8], value: &RawValue) -> Option<Vec<u8>> {
+    let value_start = (value.get().as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+    let value_end = value_start + value.get().len();
+    let before_value = json
+        .get(..value_start)?
+        .trim_ascii_end()
+        .strip_suffix(b":")?;
+    let name_start = before_value
+        .trim_ascii_end()
+        .strip_suffix(b"\"usage\"")?
+        .len();
+    let before_name = json[..name_start].trim_ascii_end();
+    let (cut_start, cut_end) = match before_name.last()? {
+        // A later member: the comma before it goes with it.
+        b',' => (before_name.len() - 1, value_end),
+        // The first member: the comma after it (and the space after that) goes with it.
+        b'{' => {
+            let after = &json[value_end..];
+            let gap = after.len() - after.trim_ascii_start().len();
+            match after.get(gap) {
+                Some(b',') => {
+                    let rest = &json[value_end + gap + 1..];
+                    let space = rest.len() - rest.trim_ascii_start().len();
+                    (name_start, value_end + gap + 1 + space)
+                }
+                _ => (name_start, value_end),
+            }
+        }
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(json.len() - (cut_end - cut_start));
+    out.extend_from_slice(&json[..cut_start]);
+    out.extend_from_slice(&json[cut_end..]);
+    Some(out)
+}
+
+/// `json` without its top-level `usage`, rebuilt (key order may change): only for a member
+/// [`without_usage_member`] cannot find in place.
+fn rebuilt_without_usage(json: &[u8]) -> Option<Vec<u8>> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(json).ok()?;
+    object.remove("usage");
+    serde_json::to_vec(&object).ok()
+}
+
+/// Where `part` (a subslice of `whole`) starts in it.
+fn offset_in(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
 impl From<UsageJson> for Usage {
@@ -166,10 +272,19 @@ impl UsageTap {
             match crate::sse::event_end(&buf[resume..]) {
                 Ok(len) => {
                     let end = resume + len;
-                    if !self.read_event(&buf[start..end]) {
-                        let out = out.get_or_insert_with(BytesMut::new);
-                        out.extend_from_slice(&buf[relayed..start]);
-                        relayed = end;
+                    match self.read_event(&buf[start..end]) {
+                        Fate::Keep => {}
+                        Fate::Drop => {
+                            let out = out.get_or_insert_with(BytesMut::new);
+                            out.extend_from_slice(&buf[relayed..start]);
+                            relayed = end;
+                        }
+                        Fate::Replace(event) => {
+                            let out = out.get_or_insert_with(BytesMut::new);
+                            out.extend_from_slice(&buf[relayed..start]);
+                            out.extend_from_slice(&event);
+                            relayed = end;
+                        }
                     }
                     start = end;
                     resume = end;
@@ -198,9 +313,13 @@ impl UsageTap {
         }
     }
 
-    /// Reads one event's `data:` lines; false for the usage-only chunk the gateway asked for.
-    fn read_event(&mut self, event: &[u8]) -> bool {
-        let mut keep = true;
+    /// Reads one event's `data:` lines, and says what the client gets of it: when the gateway
+    /// asked for usage, the event without its `usage` member, or nothing if that was all it
+    /// carried.
+    fn read_event(&mut self, event: &[u8]) -> Fate {
+        let mut drop = false;
+        // (payload range in `event`, the payload without usage)
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
         for line in crate::sse::lines(event) {
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
@@ -212,20 +331,54 @@ impl UsageTap {
                 self.keep_unread(data);
                 continue;
             }
-            let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
+            let Ok(chunk) = serde_json::from_slice::<UsageChunk<'_>>(data) else {
                 continue;
             };
-            if let Some(usage) = chunk.usage {
-                self.usage = Some(usage.into());
-                let usage_only = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
-                if self.strip_usage_chunk && usage_only {
-                    keep = false;
-                }
-            } else {
+            let Some(raw) = chunk.usage else {
                 self.keep_unread(data);
+                continue;
+            };
+            let reported = match serde_json::from_str::<UsageJson>(raw.get()) {
+                Ok(usage) => {
+                    self.usage = Some(usage.into());
+                    true
+                }
+                // `"usage":null` (OpenAI's, on every chunk before the last): text to count.
+                Err(_) => {
+                    self.keep_unread(data);
+                    false
+                }
+            };
+            if !self.strip_usage_chunk {
+                continue;
+            }
+            let choices = chunk.choices.as_deref().unwrap_or_default();
+            if reported && choices.iter().all(ChoiceShape::is_empty) {
+                // Sent only because the gateway asked: the upstream would not have sent it.
+                drop = true;
+                continue;
+            }
+            let stripped = without_usage_member(data, raw).or_else(|| rebuilt_without_usage(data));
+            if let Some(stripped) = stripped {
+                let start = offset_in(event, data);
+                edits.push((start, start + data.len(), stripped));
             }
         }
-        keep
+        if drop {
+            return Fate::Drop;
+        }
+        if edits.is_empty() {
+            return Fate::Keep;
+        }
+        let mut out = BytesMut::with_capacity(event.len());
+        let mut at = 0;
+        for (start, end, payload) in edits {
+            out.extend_from_slice(&event[at..start]);
+            out.extend_from_slice(&payload);
+            at = end;
+        }
+        out.extend_from_slice(&event[at..]);
+        Fate::Replace(out.freeze())
     }
 
     /// Keeps a chunk's payload for counting its text if no usage comes (up to `MAX_TEXT`).
@@ -242,7 +395,7 @@ impl UsageTap {
         if self.event_stream && !self.opaque && !self.partial.is_empty() {
             // A last event without its blank line: read it too.
             let event = self.partial.split();
-            self.read_event(&event);
+            let _ = self.read_event(&event);
         }
         if !self.event_stream && self.usage.is_none() {
             self.usage = usage_in(&self.tail).or_else(|| usage_in(&self.head));
@@ -279,7 +432,7 @@ impl UsageTap {
     fn streamed_text(&self) -> String {
         let mut text = String::new();
         for data in self.unread.split(|b| *b == b'\n') {
-            let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) else {
+            let Ok(chunk) = serde_json::from_slice::<WithChoices>(data) else {
                 continue;
             };
             for choice in chunk.choices.iter().flatten() {
@@ -362,13 +515,21 @@ impl http_body::Body for UsageTap {
                     // event too (its client drops it), or one whose last `\r` could not be
                     // told from half a `\r\n` until now.
                     let held = std::mem::take(&mut this.partial).freeze();
-                    // Read here (`finish` finds nothing held), and dropped if it is the
-                    // usage-only chunk the gateway asked for.
-                    let keep = !held.is_empty() && this.read_event(&held);
+                    // Read here (`finish` finds nothing held), and dropped or cut like any
+                    // other event.
+                    let last = if held.is_empty() {
+                        None
+                    } else {
+                        match this.read_event(&held) {
+                            Fate::Keep => Some(held),
+                            Fate::Drop => None,
+                            Fate::Replace(event) => Some(event),
+                        }
+                    };
                     this.finish();
                     this.ended = true;
-                    if keep {
-                        return Poll::Ready(Some(Ok(Frame::data(held))));
+                    if let Some(last) = last {
+                        return Poll::Ready(Some(Ok(Frame::data(last))));
                     }
                     return Poll::Ready(None);
                 }
@@ -567,6 +728,74 @@ mod tests {
         let out = Body::new(tap).collect().await.unwrap().to_bytes();
         assert_eq!(out.len(), body.len(), "every byte is relayed");
         assert_eq!(seen.lock().unwrap().take(), Some(None), "usage unknown");
+    }
+
+    /// Shapes of upstreams that put `usage` on a chunk with a choice: the client that did not
+    /// ask gets exactly the stream it would have had without the gateway's request.
+    #[tokio::test]
+    async fn usage_on_a_chunk_with_choices_is_removed_and_the_rest_kept_byte_for_byte() {
+        let hi = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+        let finish = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let usage = r#""usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}"#;
+        let done = "data: [DONE]\n\n";
+        let cases = [
+            // One choice with an empty delta and no finish: a chunk that exists only for usage.
+            (
+                format!(
+                    "{hi}{finish}data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":null}}],{usage}}}\n\n{done}"
+                ),
+                format!("{hi}{finish}{done}"),
+            ),
+            // The same with an empty content and logprobs null.
+            (
+                format!(
+                    "{hi}{finish}data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}],{usage}}}\n\n{done}"
+                ),
+                format!("{hi}{finish}{done}"),
+            ),
+            // On the chunk that carries finish_reason, last member.
+            (
+                format!(
+                    "{hi}data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}],{usage}}}\n\n{done}"
+                ),
+                format!("{hi}{finish}{done}"),
+            ),
+            // First member, and spaces around the separators.
+            (
+                format!(
+                    "{hi}data: {{ {usage} , \"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n{done}"
+                ),
+                format!(
+                    "{hi}data: {{ \"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n{done}"
+                ),
+            ),
+            // OpenAI's own shape: `"usage":null` on every chunk, then an empty-choices chunk.
+            (
+                format!(
+                    "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"Hi\"}},\"finish_reason\":null}}],\"usage\":null}}\n\ndata: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}],\"usage\":null}}\n\ndata: {{\"id\":\"c\",\"choices\":[],{usage}}}\n\n{done}"
+                ),
+                format!("{hi}{finish}{done}"),
+            ),
+        ];
+        let expected = Some(Usage {
+            input: 5,
+            output: 1,
+            cached: 0,
+        });
+        for (body, stripped) in cases {
+            for size in [body.len(), 7, 1] {
+                assert_eq!(
+                    run_in_frames(&body, size, true, true).await,
+                    (stripped.clone(), expected),
+                    "{body}"
+                );
+            }
+            assert_eq!(
+                run(Box::leak(body.clone().into_boxed_str()), true, false).await,
+                (body.clone(), expected),
+                "a client that asked for usage gets every byte"
+            );
+        }
     }
 
     #[tokio::test]
