@@ -76,8 +76,10 @@ pub struct LeaseSlot<B> {
     pub held: Mutex<Option<HeldLease<B>>>,
     /// The next slice, leased by the key actor before `held` runs dry.
     pub next: Mutex<Option<HeldLease<B>>>,
-    /// A renewal is asked for or under way.
+    /// A renewal is asked for or under way. Set with [`LeaseSlot::start_renewal`], cleared
+    /// with [`LeaseSlot::end_renewal`], which wakes the requests waiting for it.
     pub renewing: AtomicBool,
+    renewed: tokio::sync::Notify,
     /// Serialises the request path's own grants: one at a time per budget on this node.
     pub refill: tokio::sync::Mutex<()>,
 }
@@ -88,6 +90,7 @@ impl<B> Default for LeaseSlot<B> {
             held: Mutex::new(None),
             next: Mutex::new(None),
             renewing: AtomicBool::new(false),
+            renewed: tokio::sync::Notify::new(),
             refill: tokio::sync::Mutex::new(()),
         }
     }
@@ -97,6 +100,27 @@ impl<B> LeaseSlot<B> {
     /// Marks a renewal as asked for; false when one already is.
     pub fn start_renewal(&self) -> bool {
         !self.renewing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The renewal is over (a slice parked in `next`, or none): wakes the requests waiting in
+    /// [`LeaseSlot::renewal_over`].
+    pub fn end_renewal(&self) {
+        self.renewing.store(false, Ordering::Release);
+        self.renewed.notify_waiters();
+    }
+
+    /// Waits, at most `max`, until no renewal is under way. A request that found its slice
+    /// spent waits here before asking for a slice itself: the renewal may be taking the
+    /// budget's last units, and asking beside it would find none left and refuse a request
+    /// that the parked slice can serve.
+    pub async fn renewal_over(&self, max: Duration) {
+        let renewed = self.renewed.notified();
+        tokio::pin!(renewed);
+        // Registered before the check, so an end between the check and the wait is seen.
+        renewed.as_mut().enable();
+        if self.renewing.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(max, renewed).await;
+        }
     }
 
     /// Both leases, taken out (to give them back).
@@ -169,7 +193,7 @@ impl<L: LeaseLedger> Actor for KeyActor<L> {
                     return Ok(());
                 };
                 renew(&*state.ledger, at, budget, period, want).await;
-                at.renewing.store(false, Ordering::Release);
+                at.end_renewal();
             }
         }
         Ok(())
@@ -277,7 +301,7 @@ impl<L: LeaseLedger> Actor for KeySupervisor<L> {
                     tracing::error!(%error, "a key actor failed; restarting it");
                     // A renewal it had under way is over: let the next admission ask again.
                     for slot in leases.iter() {
-                        slot.renewing.store(false, Ordering::Release);
+                        slot.end_renewal();
                     }
                     start_key(&myself, state, name, leases).await?;
                 }

@@ -19,6 +19,9 @@ struct RecordingLedger {
     fail_next: AtomicBool,
     /// The next grant panics (a bug in the actor's I/O).
     panic_next: AtomicBool,
+    /// Grants wait for `release` (a Raft write still in flight).
+    hold: AtomicBool,
+    release: tokio::sync::Notify,
     closed: Mutex<Vec<(u64, u64)>>,
     marks: Mutex<Vec<(u64, u64)>>,
 }
@@ -36,6 +39,9 @@ impl LeaseLedger for RecordingLedger {
         }
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err("timed out".into());
+        }
+        if self.hold.load(Ordering::SeqCst) {
+            self.release.notified().await;
         }
         let granted = want.min(self.available.load(Ordering::SeqCst));
         self.available.fetch_sub(granted, Ordering::SeqCst);
@@ -169,5 +175,45 @@ async fn a_key_actor_that_fails_is_restarted_over_the_same_slots() {
     leases[1].next.lock().take();
     keys.send("key_a", &leases, renew(100)).await.unwrap();
     wait_until("a slice is parked again", || next_of(&leases).is_some()).await;
+    actors.stop().await;
+}
+
+/// Regression for jepsen's exact phase: a request that finds its slice spent while the key
+/// actor is leasing the next one waits for that renewal and finds the slice parked, instead of
+/// asking beside it (the renewal may be taking the budget's last units).
+#[tokio::test]
+async fn a_request_can_wait_for_the_renewal_under_way_and_find_the_next_slice() {
+    let (actors, ledger, keys) = tree("keys-wait").await;
+    ledger.available.store(100, Ordering::SeqCst);
+    ledger.hold.store(true, Ordering::SeqCst);
+    let leases: Arc<KeyLeases<&'static str>> = Arc::default();
+    assert!(leases[1].start_renewal());
+    keys.send("key_a", &leases, renew(100)).await.unwrap();
+    let waiter = {
+        let leases = Arc::clone(&leases);
+        tokio::spawn(async move {
+            leases[1].renewal_over(Duration::from_secs(30)).await;
+            next_of(&leases)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "it waits while the grant is in flight"
+    );
+    // A stored permit: the grant goes on whether or not it is already waiting.
+    ledger.release.notify_one();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the renewal's end wakes the waiter")
+        .unwrap();
+    assert_eq!(next.map(|l| l.slice), Some(100), "the next slice is parked");
+    // With no renewal under way, there is nothing to wait for.
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        leases[1].renewal_over(Duration::from_secs(30)),
+    )
+    .await
+    .expect("returns at once");
     actors.stop().await;
 }

@@ -36,6 +36,8 @@ const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// How long a request that needs a new lease waits for this node to settle the leases it held
 /// before a restart.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
+/// How long a request that found its slice spent waits for the key actor's renewal.
+const RENEW_WAIT: Duration = Duration::from_secs(5);
 
 /// A lease of one of a key's budgets, as this node holds it.
 pub(super) type HeldLease = lease::HeldLease<BudgetKey>;
@@ -200,6 +202,11 @@ impl Quotas {
                     return Ok(Some(lease));
                 }
                 Held::NeedsMark => self.raise_now(slot, units).await?,
+                // The key actor is leasing the next slice: it may be taking the budget's last
+                // units, so wait for it rather than ask beside it and find none left.
+                Held::Empty if slot.renewing.load(Ordering::Acquire) => {
+                    slot.renewal_over(RENEW_WAIT).await;
+                }
                 Held::Empty => break,
             }
         }
@@ -311,7 +318,7 @@ impl Quotas {
             };
             if let Err(error) = key_actors.send(key.as_str(), &quota.slots, renew).await {
                 tracing::warn!(%error, "cannot reach the key's actor to renew a lease");
-                quota.slots[slot].renewing.store(false, Ordering::Release);
+                quota.slots[slot].end_renewal();
             }
         });
     }
