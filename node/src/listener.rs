@@ -22,6 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -218,12 +219,25 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let counted = InFlight::begin(&self.in_flight);
         let idle = self.body_idle;
-        let mut request = request.map(|body| Body::new(IdleBody::new(body, idle)));
+        // An HTTP/1 request with a body: whether the handler read it to its end.
+        let read_to_end = (request.version() <= http::Version::HTTP_11
+            && !request.body().is_end_stream())
+        .then(|| Arc::new(AtomicBool::new(false)));
+        let ended = read_to_end.clone();
+        let mut request = request.map(|body| Body::new(IdleBody::new(body, idle, ended)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
         request.extensions_mut().insert(self.client);
         let router = self.router.clone();
         Box::pin(async move {
-            let response = router.oneshot(request).await?;
+            let mut response = router.oneshot(request).await?;
+            // Answered before the body was read (a refusal, a timeout): hyper closes the
+            // connection after this answer, since the rest of the body is still on it. Say so,
+            // or a client that reuses the connection loses its next request.
+            if read_to_end.is_some_and(|ended| !ended.load(Ordering::Acquire)) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| CountedBody {
                 body,
                 _in_flight: counted,
@@ -283,15 +297,18 @@ pub(crate) struct IdleBody<B> {
     /// Armed while a read is pending; kept between pauses to reuse its allocation.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// Set once the body has been read to its end.
+    ended: Option<Arc<AtomicBool>>,
 }
 
 impl<B> IdleBody<B> {
-    pub(crate) fn new(inner: B, idle: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle: Duration, ended: Option<Arc<AtomicBool>>) -> Self {
         Self {
             inner,
             idle,
             timer: None,
             armed: false,
+            ended,
         }
     }
 }
@@ -311,6 +328,11 @@ where
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.armed = false;
+            if let Some(ended) = &this.ended
+                && (frame.is_none() || this.inner.is_end_stream())
+            {
+                ended.store(true, Ordering::Release);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if !this.armed {
@@ -394,7 +416,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_pauses_longer_than_the_limit_fails_and_one_that_keeps_coming_does_not() {
         let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-        let mut body = IdleBody::new(http_body_util::StreamBody::new(rx), Duration::from_secs(2));
+        let mut body = IdleBody::new(
+            http_body_util::StreamBody::new(rx),
+            Duration::from_secs(2),
+            None,
+        );
         let feeder = tokio::spawn(async move {
             use futures::SinkExt as _;
             for _ in 0..3 {

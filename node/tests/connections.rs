@@ -100,6 +100,56 @@ async fn a_body_shorter_than_its_content_length_is_answered_408_and_closed() {
     node.shutdown().await;
 }
 
+/// Regression (the MCP SDK test once got "Server disconnected without sending a response"): a
+/// request refused before its body was read had its connection closed by hyper after the
+/// answer, without saying so, so a client that reused it lost its next request. The answer
+/// now says `Connection: close`, so the client opens a new connection instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_given_before_the_body_was_read_says_the_connection_closes() {
+    let (node, _mock) = node_with_server("").await;
+    let mut client = connect(node.api_addr()).await;
+    // No key: refused at once; the body has not even been sent.
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n\
+                Content-Type: application/json\r\nContent-Length: 20\r\n\r\n";
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&said).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        said.extend_from_slice(&buf[..n]);
+    }
+    let said = String::from_utf8_lossy(&said).to_ascii_lowercase();
+    assert!(said.starts_with("http/1.1 401"), "{said}");
+    assert!(said.contains("\r\nconnection: close\r\n"), "{said}");
+    let _ = client.write_all(b"{\"model\": \"chat\"}  ").await;
+    assert!(
+        read_until_closed(&mut client, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the connection is closed after the answer"
+    );
+
+    // A request whose body was read keeps its connection.
+    let mut client = connect(node.api_addr()).await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let said = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(said.starts_with("http/1.1 400"), "{said}");
+    assert!(!said.contains("connection: close"), "{said}");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
     let (node, _mock) = node_with_server(
