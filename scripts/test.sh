@@ -13,6 +13,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The records sink test ships to a real NATS JetStream server: $NATS_SERVER, the one
+# scripts/brokers-install.sh built before, or one on PATH; else Debian's package (seconds, where
+# building v2.15.3 with Go takes minutes: `scripts/brokers-install.sh nats` does that).
+if [ -z "${NATS_SERVER:-}" ]; then
+  for candidate in /tmp/nats-bin/v2.15.3/nats-server "$(command -v nats-server || true)" /usr/sbin/nats-server; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then NATS_SERVER="$candidate"; break; fi
+  done
+fi
+if [ -z "${NATS_SERVER:-}" ]; then
+  [ -n "${APT_UPDATED:-}" ] || apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+  NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
+fi
+export NATS_SERVER
+echo "== nats-server: $NATS_SERVER ($("$NATS_SERVER" --version))"
+
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$target"
 

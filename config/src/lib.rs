@@ -31,12 +31,12 @@ use std::path::Path;
 pub use backends::{BackendSettings, Backends};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, CidrBlock, ClusterMember,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, Capture, CidrBlock, ClusterMember,
     ClusterSettings, Config, HealthCheckSettings, InvalidUpstreamId, KeyLimitSettings, KeySettings,
     LimitPeriod, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess,
-    ModelSettings, NodeId, NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings,
-    ServerSettings, Strategy, TargetSettings, TokenEncoding, UpstreamId, UpstreamKind,
-    UpstreamSettings, UpstreamTimeouts,
+    ModelSettings, NodeId, NodeSettings, Ratio, RecordsSettings, RetryBudgetSettings,
+    RoutingSettings, ServerSettings, SinkKind, SinkSettings, Strategy, TargetSettings,
+    TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };
 pub use secret::Secret;
 

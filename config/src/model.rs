@@ -23,7 +23,84 @@ pub struct Config {
     pub routing: RoutingSettings,
     pub cluster: ClusterSettings,
     pub admin: Option<AdminSettings>,
+    pub records: RecordsSettings,
     pub bootstrap: Bootstrap,
+}
+
+/// `[records]`: the node's request records (docs/RECORDS.md): what is captured and how the local
+/// log under `data_dir/records/` is written and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsSettings {
+    /// Off: no record is written.
+    pub enabled: bool,
+    /// Whether bodies are kept (`Full`) or only the metadata.
+    pub capture: Capture,
+    /// A request or response body longer than this is cut there and flagged `truncated`.
+    pub max_body_bytes: usize,
+    /// Longest time a written record waits for its fsync: what a kill -9 may lose.
+    pub fsync_interval: Duration,
+    /// A segment file rolls past this size or this age; closed ones are compressed.
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    /// Closed segments beyond this total size, or older than this, are deleted, oldest first.
+    pub retain_bytes: u64,
+    pub retain_age: Duration,
+    /// Where the records are shipped, each from its own cursor in the log.
+    pub sinks: Vec<SinkSettings>,
+}
+
+/// `[[records.sinks]]`: one destination of the node's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    /// Unique among the node's sinks; names the sink's cursor file.
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// NATS JetStream: each record published to `subject` with `Nats-Msg-Id` = its id, into
+    /// `stream` (created when missing).
+    Nats {
+        url: String,
+        subject: String,
+        stream: String,
+        token: Option<Secret>,
+    },
+}
+
+/// What a record keeps of a call's bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// The request and response bodies (up to `max_body_bytes`), and every field of metadata.
+    Full,
+    /// Every field of metadata, no body.
+    Metadata,
+}
+
+impl Capture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capture::Full => "full",
+            Capture::Metadata => "metadata",
+        }
+    }
+}
+
+impl Default for RecordsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capture: Capture::Full,
+            max_body_bytes: 1024 * 1024,
+            fsync_interval: Duration::from_millis(50),
+            segment_bytes: 64 << 20,
+            segment_age: Duration::from_secs(3600),
+            retain_bytes: 10 << 30,
+            retain_age: Duration::from_secs(7 * 24 * 3600),
+            sinks: Vec::new(),
+        }
+    }
 }
 
 impl Config {

@@ -48,7 +48,35 @@ pub(crate) struct RawConfig {
     pub(crate) cluster: RawCluster,
     pub(crate) admin: Option<RawAdmin>,
     #[serde(default)]
+    pub(crate) records: RawRecords,
+    #[serde(default)]
     pub(crate) bootstrap: RawBootstrap,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecords {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) capture: Option<Text>,
+    pub(crate) max_body_bytes: Option<Spanned<usize>>,
+    pub(crate) fsync_interval: Option<Text>,
+    pub(crate) segment_bytes: Option<Spanned<u64>>,
+    pub(crate) segment_age: Option<Text>,
+    pub(crate) retain_bytes: Option<Spanned<u64>>,
+    pub(crate) retain_age: Option<Text>,
+    #[serde(default)]
+    pub(crate) sinks: Vec<RawSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSink {
+    pub(crate) name: Text,
+    pub(crate) kind: Text,
+    pub(crate) url: Option<Text>,
+    pub(crate) subject: Option<Text>,
+    pub(crate) stream: Option<Text>,
+    pub(crate) token: Option<Text>,
 }
 
 #[derive(Deserialize)]

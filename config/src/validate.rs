@@ -14,15 +14,17 @@ use crate::error::{ConfigError, ConfigErrors, Locator};
 use toml::Spanned;
 
 use crate::model::{
-    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, CidrBlock, ClusterMember,
+    AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, Capture, CidrBlock, ClusterMember,
     ClusterSettings, Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod,
     MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
-    NodeSettings, Ratio, RetryBudgetSettings, RoutingSettings, ServerSettings, Strategy,
-    TargetSettings, TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
+    NodeSettings, Ratio, RecordsSettings, RetryBudgetSettings, RoutingSettings, ServerSettings,
+    SinkKind, SinkSettings, Strategy, TargetSettings, TokenEncoding, UpstreamId, UpstreamKind,
+    UpstreamSettings, UpstreamTimeouts,
 };
 use crate::raw::{
     RawAdmin, RawBootstrap, RawBreaker, RawBudget, RawCluster, RawConfig, RawHealth, RawKey,
-    RawLimits, RawModel, RawNode, RawRouting, RawServer, RawTarget, RawTimeouts, RawUpstream, Text,
+    RawLimits, RawModel, RawNode, RawRecords, RawRouting, RawServer, RawSink, RawTarget,
+    RawTimeouts, RawUpstream, Text,
 };
 use crate::secret::Secret;
 
@@ -45,20 +47,26 @@ pub(crate) fn validate(raw: RawConfig, at: &Locator<'_>) -> Result<Config, Confi
         None => Some(None),
         Some(admin) => v.admin(admin).map(Some),
     };
+    let records = v.records(&raw.records);
     let bootstrap = v.bootstrap(&raw.bootstrap);
-    match (node, server, routing, cluster, admin, bootstrap) {
-        (Some(node), Some(server), Some(routing), Some(cluster), Some(admin), Some(bootstrap))
-            if v.errors.is_empty() =>
-        {
-            Ok(Config {
-                node,
-                server,
-                routing,
-                cluster,
-                admin,
-                bootstrap,
-            })
-        }
+    match (node, server, routing, cluster, admin, records, bootstrap) {
+        (
+            Some(node),
+            Some(server),
+            Some(routing),
+            Some(cluster),
+            Some(admin),
+            Some(records),
+            Some(bootstrap),
+        ) if v.errors.is_empty() => Ok(Config {
+            node,
+            server,
+            routing,
+            cluster,
+            admin,
+            records,
+            bootstrap,
+        }),
         _ => Err(ConfigErrors::new(v.errors)),
     }
 }
@@ -235,6 +243,160 @@ impl Validator<'_> {
             trusted_proxies: trusted_proxies?,
             id_secret: id_secret?,
         })
+    }
+
+    fn records(&mut self, raw: &RawRecords) -> Option<RecordsSettings> {
+        let defaults = RecordsSettings::default();
+        let capture = match &raw.capture {
+            None => Some(defaults.capture),
+            Some(t) => match t.value.as_str() {
+                "full" => Some(Capture::Full),
+                "metadata" => Some(Capture::Metadata),
+                other => {
+                    self.report(
+                        &t.span,
+                        "records.capture",
+                        format!("unknown capture {other:?}; expected \"full\" or \"metadata\""),
+                    );
+                    None
+                }
+            },
+        };
+        let max_body_bytes = raw
+            .max_body_bytes
+            .as_ref()
+            .map_or(defaults.max_body_bytes, |b| *b.get_ref());
+        let mut positive = |raw: Option<&Spanned<u64>>, key: &str, default: u64| match raw {
+            None => Some(default),
+            Some(n) if *n.get_ref() == 0 => {
+                self.report(
+                    &n.span(),
+                    key,
+                    "must be greater than 0; expected a number of bytes",
+                );
+                None
+            }
+            Some(n) => Some(*n.get_ref()),
+        };
+        let segment_bytes = positive(
+            raw.segment_bytes.as_ref(),
+            "records.segment_bytes",
+            defaults.segment_bytes,
+        );
+        let retain_bytes = positive(
+            raw.retain_bytes.as_ref(),
+            "records.retain_bytes",
+            defaults.retain_bytes,
+        );
+        let fsync_interval = self.positive_duration(
+            raw.fsync_interval.as_ref(),
+            "records.fsync_interval",
+            defaults.fsync_interval,
+        );
+        let segment_age = self.positive_duration(
+            raw.segment_age.as_ref(),
+            "records.segment_age",
+            defaults.segment_age,
+        );
+        let retain_age = self.positive_duration(
+            raw.retain_age.as_ref(),
+            "records.retain_age",
+            defaults.retain_age,
+        );
+        let sinks = self.sinks(&raw.sinks);
+        Some(RecordsSettings {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            capture: capture?,
+            max_body_bytes,
+            fsync_interval: fsync_interval?,
+            segment_bytes: segment_bytes?,
+            segment_age: segment_age?,
+            retain_bytes: retain_bytes?,
+            retain_age: retain_age?,
+            sinks: sinks?,
+        })
+    }
+
+    fn sinks(&mut self, raw: &[RawSink]) -> Option<Vec<SinkSettings>> {
+        let mut sinks = Some(Vec::new());
+        let mut names = Vec::new();
+        for (i, sink) in raw.iter().enumerate() {
+            let at = format!("records.sinks[{i}]");
+            let name = sink.name.value.trim();
+            let name_ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                self.report(
+                    &sink.name.span,
+                    &format!("{at}.name"),
+                    "expected a name of letters, digits, '-' and '_' (it names the sink's cursor file)",
+                );
+                sinks = None;
+                continue;
+            }
+            if names.contains(&name) {
+                self.report(
+                    &sink.name.span,
+                    &format!("{at}.name"),
+                    format!("duplicate sink name {name:?}"),
+                );
+                sinks = None;
+                continue;
+            }
+            names.push(name);
+            let kind = match sink.kind.value.as_str() {
+                "nats" => {
+                    let Some(url) = &sink.url else {
+                        self.report(
+                            &sink.kind.span,
+                            &format!("{at}.url"),
+                            "a nats sink needs url, such as \"nats://127.0.0.1:4222\"",
+                        );
+                        sinks = None;
+                        continue;
+                    };
+                    SinkKind::Nats {
+                        url: url.value.clone(),
+                        subject: sink
+                            .subject
+                            .as_ref()
+                            .map_or_else(|| "aigw.records".to_owned(), |t| t.value.clone()),
+                        stream: sink
+                            .stream
+                            .as_ref()
+                            .map_or_else(|| "AIGW_RECORDS".to_owned(), |t| t.value.clone()),
+                        token: sink.token.as_ref().map(|t| Secret::new(t.value.clone())),
+                    }
+                }
+                "kafka" => {
+                    self.report(
+                        &sink.kind.span,
+                        &format!("{at}.kind"),
+                        "kind \"kafka\" is not built yet (issue 15); \"nats\" is",
+                    );
+                    sinks = None;
+                    continue;
+                }
+                other => {
+                    self.report(
+                        &sink.kind.span,
+                        &format!("{at}.kind"),
+                        format!("unknown sink kind {other:?}; expected \"nats\""),
+                    );
+                    sinks = None;
+                    continue;
+                }
+            };
+            if let Some(sinks) = sinks.as_mut() {
+                sinks.push(SinkSettings {
+                    name: name.to_owned(),
+                    kind,
+                });
+            }
+        }
+        sinks
     }
 
     fn cluster(&mut self, raw: &RawCluster, node: &RawNode) -> Option<ClusterSettings> {

@@ -266,8 +266,47 @@ fn unknown_section_is_rejected() {
     assert_eq!(
         errors(&format!("{NODE}[nodes]\n")),
         [
-            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `routing`, `cluster`, `admin`, `bootstrap`"
+            "aigw.toml:4:2: nodes: unknown key; expected one of `node`, `server`, `routing`, `cluster`, `admin`, `records`, `bootstrap`"
         ]
+    );
+}
+
+#[test]
+fn records_settings_have_defaults_and_sinks_are_checked() {
+    let config = ok(&format!(
+        "{NODE}[records]\ncapture = \"metadata\"\nfsync_interval = \"10ms\"\n\n\
+         [[records.sinks]]\nname = \"js\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n"
+    ));
+    let records = &config.records;
+    assert!(records.enabled);
+    assert_eq!(records.capture, aigw_config::Capture::Metadata);
+    assert_eq!(records.fsync_interval, std::time::Duration::from_millis(10));
+    assert_eq!(records.max_body_bytes, 1024 * 1024);
+    assert_eq!(records.sinks.len(), 1);
+    let aigw_config::SinkKind::Nats {
+        subject, stream, ..
+    } = &records.sinks[0].kind;
+    assert_eq!(
+        (subject.as_str(), stream.as_str()),
+        ("aigw.records", "AIGW_RECORDS")
+    );
+
+    let errors = errors(&format!(
+        "{NODE}[records]\ncapture = \"some\"\n\n\
+         [[records.sinks]]\nname = \"a b\"\nkind = \"nats\"\n\n\
+         [[records.sinks]]\nname = \"k\"\nkind = \"kafka\"\n\n\
+         [[records.sinks]]\nname = \"n\"\nkind = \"nats\"\n"
+    ));
+    let all = errors.join("\n");
+    assert!(
+        all.contains("records.capture: unknown capture \"some\""),
+        "{all}"
+    );
+    assert!(all.contains("records.sinks[0].name"), "{all}");
+    assert!(all.contains("kind \"kafka\" is not built yet"), "{all}");
+    assert!(
+        all.contains("records.sinks[2].url: a nats sink needs url"),
+        "{all}"
     );
 }
 

@@ -56,12 +56,51 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Request records, offline from a node's data dir.
+    Records {
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
     /// Run one node with an embedded config in front of an in-process mock upstream.
     Demo {
         /// Address of the demo's OpenAI API.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum RecordsCommand {
+    /// Write a node's records (from its data dir; the node may be running) to stdout or a
+    /// file: as stored (jsonl), or as OpenAI chat fine-tuning examples (openai-chat).
+    Export {
+        /// The node's data dir (`node.data_dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// From this time: unix ms, RFC 3339, or a duration before now (`7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time, in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this public model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this key (id or name).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    OpenaiChat,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +214,56 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { listen } => run(aigw::demo::run(listen)),
+        Command::Records {
+            command:
+                RecordsCommand::Export {
+                    data_dir,
+                    since,
+                    until,
+                    model,
+                    key,
+                    format,
+                    out,
+                },
+        } => {
+            let exported = (|| {
+                use aigw::records::{export, query};
+                let time = |t: Option<String>| t.map(|t| query::parse_time(&t)).transpose();
+                let filter = query::Filter {
+                    since_ms: time(since).map_err(anyhow::Error::msg)?,
+                    until_ms: time(until).map_err(anyhow::Error::msg)?,
+                    key,
+                    model,
+                    status: None,
+                };
+                let format = match format {
+                    ExportFormat::Jsonl => export::Format::Jsonl,
+                    ExportFormat::OpenaiChat => export::Format::OpenAiChat,
+                };
+                let dir = data_dir.join("records");
+                if !dir.is_dir() {
+                    anyhow::bail!("{} holds no records log", data_dir.display());
+                }
+                let mut sink: Box<dyn std::io::Write> = match &out {
+                    Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                    None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                };
+                Ok(export::export(&dir, &filter, format, &mut *sink)?)
+            })();
+            match exported {
+                Ok(done) => {
+                    eprintln!(
+                        "{} records read, {} written, {} not an example, {} duplicates",
+                        done.read, done.written, done.skipped, done.duplicates
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Apply {
             file,
             dry_run,

@@ -26,6 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::admin::{self, AdminState, AdminToken};
 use crate::error::ApiError;
 use crate::listener::{self, ConnectionLimits};
+use crate::records::Recorder;
 use crate::state::AppState;
 use crate::{openai, passthrough};
 
@@ -43,6 +44,8 @@ pub enum StartError {
     Cluster(String),
     #[error("{0}")]
     Quota(String),
+    #[error("cannot open the records log: {0}")]
+    Records(std::io::Error),
 }
 
 /// A node serving the API until `shutdown` is called.
@@ -61,6 +64,8 @@ pub struct RunningNode {
     quotas: Arc<crate::quota::Quotas>,
     /// Gossip of upstream views and settings reloads.
     background: Vec<JoinHandle<()>>,
+    /// Written to the end on a graceful shutdown.
+    recorder: Option<Recorder>,
 }
 
 impl RunningNode {
@@ -119,6 +124,15 @@ impl RunningNode {
             tokio::spawn(crate::quota::rates::keep_rates(Arc::clone(&quotas))),
             tokio::spawn(follow_settings(state.clone(), Arc::clone(&actors))),
         ];
+        let recorder = if config.records.enabled {
+            Some(
+                Recorder::start(config.node.id, &config.records, &config.node.data_dir)
+                    .await
+                    .map_err(StartError::Records)?,
+            )
+        } else {
+            None
+        };
         let (stop, stopped) = watch::channel(false);
         let api_limits = ConnectionLimits {
             header_read_timeout: config.server.header_read_timeout,
@@ -134,6 +148,7 @@ impl RunningNode {
                 token: AdminToken::new(config.admin.as_ref().map(|a| a.token.expose())),
                 env,
                 app: state.clone(),
+                records: recorder.clone(),
             });
             tracing::info!(admin_addr = ?admin_addr, "serving the admin API");
             let limits = ConnectionLimits {
@@ -148,7 +163,7 @@ impl RunningNode {
                 stopped.clone(),
             ))
         });
-        let app = api_router(state).layer(CatchPanicLayer::custom(
+        let app = api_router(state, recorder.clone()).layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
                 ApiError::Internal.into_response()
@@ -173,6 +188,7 @@ impl RunningNode {
             cluster,
             quotas,
             background,
+            recorder,
         })
     }
 
@@ -208,6 +224,10 @@ impl RunningNode {
         if let Some(admin) = self.admin {
             admin.abort();
         }
+        // Every call served has handed its record over: write them all.
+        if let Some(recorder) = &self.recorder {
+            recorder.close().await;
+        }
         for task in &self.background {
             task.abort();
         }
@@ -224,13 +244,21 @@ impl RunningNode {
 
 /// The API listener's routes: the OpenAI API and the pass-through capabilities, with OpenAI's
 /// error shape for URLs and methods no route takes.
-fn api_router(state: AppState) -> axum::Router {
-    axum::Router::new()
+/// With `recorder`, every call under `/v1/` is recorded (records/call.rs).
+fn api_router(state: AppState, recorder: Option<Recorder>) -> axum::Router {
+    let router = axum::Router::new()
         .merge(openai::routes())
         .merge(passthrough::routes())
         .fallback(openai::fallback::unknown_url)
         .method_not_allowed_fallback(openai::fallback::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    match recorder {
+        Some(recorder) => router.layer(axum::middleware::from_fn_with_state(
+            recorder,
+            crate::records::record_call,
+        )),
+        None => router,
+    }
 }
 
 /// The admin listener's own budget of open connections, apart from the API listener's, so a

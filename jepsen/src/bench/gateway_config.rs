@@ -85,6 +85,13 @@ targets = [
 "#,
         data_dir = data_dir.display()
     );
+    // Records are on in aigw by default (capture "full", no sink); `AIGW_BENCH_RECORDS=off` or
+    // `=metadata` measures without them or without bodies (BENCHMARKS.md, "Request records").
+    match std::env::var("AIGW_BENCH_RECORDS").as_deref() {
+        Ok("off") => text.push_str("\n[records]\nenabled = false\n"),
+        Ok("metadata") => text.push_str("\n[records]\ncapture = \"metadata\"\n"),
+        _ => {}
+    }
     text.reserve(secrets.len() * (96 + limits.len()));
     for (i, secret) in secrets.iter().enumerate() {
         let _ = write!(

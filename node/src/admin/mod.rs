@@ -7,6 +7,7 @@ mod auth;
 mod cluster;
 pub(crate) mod error;
 mod keys;
+mod records;
 mod settings;
 mod upstreams;
 mod usage;
@@ -31,6 +32,8 @@ pub(crate) struct AdminState {
     pub env: EnvLookup,
     /// The data plane's state, for the upstreams' status.
     pub app: AppState,
+    /// The node's recorder, when records are on.
+    pub records: Option<crate::records::Recorder>,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -44,6 +47,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/cluster", get(cluster::status))
         .route("/upstreams", get(upstreams::list))
         .route("/usage", get(usage::totals))
+        .route("/records", get(records::list))
+        .route("/records/sinks", get(records::sinks))
         .route("/cluster/members/{id}", delete(cluster::remove_member))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -4,6 +4,7 @@
 //! not kept, so it cannot be sent again. Audio seconds are metered from the answer's
 //! `duration` (`verbose_json`), else from the uploaded file's header (symphonia).
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,7 @@ use crate::error::ApiError;
 use crate::proxy::tap::{TapBody, number_field};
 use crate::proxy::{self};
 use crate::quota::{self, tap::Usage};
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::tokens::Estimate;
 use crate::usage::audio::seconds_from_header;
@@ -24,10 +26,15 @@ use crate::usage::{Capability, UsageRecord};
 pub(super) async fn transcribe(
     State(state): State<AppState>,
     Caller(key): Caller,
+    call: Option<Extension<CallFacts>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let call = call.map(|Extension(call)| call);
     let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
+    if let Some(call) = &call {
+        call.with(|f| f.model = Some(upload.model.clone()));
+    }
     let routes = state.proxy.routes.load_full();
     let route = route_for(&routes, &key, &upload.model)?;
     let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
@@ -38,6 +45,10 @@ pub(super) async fn transcribe(
         upload.take_call("/audio/transcriptions", target)
     })
     .await;
+    let mut forwarded = forwarded;
+    if let Some(call) = &call {
+        call.forwarded(std::mem::take(&mut forwarded.tried));
+    }
     // Whatever the failed attempt answered: the client's form is at fault.
     if let Some(refused) = uploaded.refused() {
         return Err(refused);
@@ -72,6 +83,9 @@ pub(super) async fn transcribe(
             meter
                 .usage
                 .record(&key_id, Capability::AudioTranscriptions, &record);
+            if let Some(call) = &call {
+                call.used(&record);
+            }
             return;
         }
         // Reading the header is CPU work; keep it off the request's thread.
@@ -85,6 +99,9 @@ pub(super) async fn transcribe(
             meter
                 .usage
                 .record(&key_id, Capability::AudioTranscriptions, &record);
+            if let Some(call) = &call {
+                call.used(&record);
+            }
         });
     });
     Ok(quota::settle_on_end(admission, response, |_| {

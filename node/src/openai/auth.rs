@@ -8,6 +8,7 @@ use http::request::Parts;
 use aigw_cluster::{KeyRecord, unix_now};
 
 use crate::error::ApiError;
+use crate::records::CallFacts;
 use crate::state::AppState;
 
 /// The authenticated key behind a request.
@@ -31,6 +32,9 @@ impl FromRequestParts<AppState> for Caller {
             .keys
             .authenticate(secret)
             .ok_or(ApiError::InvalidKey)?;
+        if let Some(call) = CallFacts::of(&parts.extensions) {
+            call.with(|f| f.key = Some((key.id.to_string(), key.name.clone())));
+        }
         if !key.enabled {
             return Err(ApiError::KeyDisabled);
         }

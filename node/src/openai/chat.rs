@@ -10,6 +10,7 @@ use super::routed;
 use crate::error::ApiError;
 use crate::proxy;
 use crate::quota::tap::{TapOptions, Usage, UsageTap};
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
@@ -22,7 +23,14 @@ pub(super) async fn create(
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let body = read_limited(headers, body, state.max_body_bytes).await?;
+    let call = CallFacts::of(&parts.extensions).cloned();
+    if let Some(call) = &call {
+        call.with(|f| f.request_body = Some(body.clone()));
+    }
     let fields = RoutingFields::parse(&body)?;
+    if let Some(call) = &call {
+        call.with(|f| f.model = Some(fields.model.to_string()));
+    }
     let routes = state.proxy.routes.load_full();
     let route = routed::route_for(&routes, &key, &fields.model)?;
     let session = routed::sticky_session(route, &fields.model, headers, fields.user.as_deref());
@@ -67,6 +75,9 @@ pub(super) async fn create(
         status = forwarded.response.status().as_u16(),
         "chat completion"
     );
+    if let Some(call) = &call {
+        call.forwarded(forwarded.tried);
+    }
     let mut response = forwarded.response;
     if let Some(admission) = &mut admission {
         response.headers_mut().extend(admission.take_headers());
@@ -99,6 +110,9 @@ pub(super) async fn create(
             ..UsageRecord::default()
         };
         meter.usage.record(&key_id, Capability::Chat, &record);
+        if let Some(call) = &call {
+            call.used(&record);
+        }
         if let Some(admission) = admission {
             admission.settle(usage);
         }

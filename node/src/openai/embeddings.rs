@@ -2,6 +2,7 @@
 //! limits with a tiktoken estimate of `input`, settled and metered from the upstream's
 //! `usage.prompt_tokens`.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -13,15 +14,18 @@ use super::routed::{Cost, route_json};
 use crate::error::ApiError;
 use crate::proxy::tap::{TapBody, number_field};
 use crate::quota::{self, tap::Usage};
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(key): Caller,
+    call: Option<Extension<CallFacts>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let call = call.map(|Extension(call)| call);
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
     let (forwarded, mut admission) = route_json(
         &state,
@@ -30,6 +34,7 @@ pub(super) async fn create(
         &body,
         "/embeddings",
         Cost::EmbeddingInput,
+        call.as_ref(),
     )
     .await?;
     let mut response = forwarded.response;
@@ -52,6 +57,9 @@ pub(super) async fn create(
             ..UsageRecord::default()
         };
         meter.usage.record(&key_id, Capability::Embeddings, &record);
+        if let Some(call) = &call {
+            call.used(&record);
+        }
         if let Some(admission) = admission {
             admission.settle(tokens.map(|input| Usage {
                 input,

@@ -1,6 +1,7 @@
 //! `POST /v1/images/generations`: routed like chat; the image count (`n`) and size tier
 //! (`size`) of the request are metered when the upstream answers 2xx.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -12,6 +13,7 @@ use super::body::read_limited;
 use super::routed::{Cost, route_json};
 use crate::error::ApiError;
 use crate::quota::{self, tap::Usage};
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
 
@@ -27,9 +29,11 @@ struct ImageFields {
 pub(super) async fn generate(
     State(state): State<AppState>,
     Caller(key): Caller,
+    call: Option<Extension<CallFacts>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let call = call.map(|Extension(call)| call);
     let body = read_limited(&headers, body, state.max_body_bytes).await?;
     let (forwarded, admission) = route_json(
         &state,
@@ -38,12 +42,15 @@ pub(super) async fn generate(
         &body,
         "/images/generations",
         Cost::Call,
+        call.as_ref(),
     )
     .await?;
     if forwarded.response.status().is_success() {
-        state
-            .usage
-            .record(&key.id, Capability::Images, &image_usage(&body));
+        let record = image_usage(&body);
+        state.usage.record(&key.id, Capability::Images, &record);
+        if let Some(call) = &call {
+            call.used(&record);
+        }
     }
     Ok(quota::settle_on_end(admission, forwarded.response, |_| {
         Some(Usage::default())

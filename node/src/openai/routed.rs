@@ -14,6 +14,7 @@ use super::body::RoutingFields;
 use crate::error::ApiError;
 use crate::proxy::{self, Forwarded, ModelRoute, RouteTable};
 use crate::quota::Admission;
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::tokens::Estimate;
 
@@ -40,8 +41,15 @@ pub(crate) async fn route_json(
     body: &Bytes,
     path: &str,
     cost: Cost,
+    call: Option<&CallFacts>,
 ) -> Result<(Forwarded, Option<Admission>), ApiError> {
+    if let Some(call) = call {
+        call.with(|f| f.request_body = Some(body.clone()));
+    }
     let fields = RoutingFields::parse(body)?;
+    if let Some(call) = call {
+        call.with(|f| f.model = Some(fields.model.clone()));
+    }
     let routes = state.proxy.routes.load_full();
     let route = route_for(&routes, key, &fields.model)?;
     let admission = state
@@ -76,6 +84,10 @@ pub(crate) async fn route_json(
         status = forwarded.response.status().as_u16(),
         "routed request"
     );
+    let mut forwarded = forwarded;
+    if let Some(call) = call {
+        call.forwarded(std::mem::take(&mut forwarded.tried));
+    }
     Ok((forwarded, admission))
 }
 

@@ -13,6 +13,7 @@
 //! Video seconds (`seconds` of the create request, default 4) are metered on create.
 
 use aigw_cluster::{Command, KeyId, VideoJob, unix_now};
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +30,7 @@ use super::routed::{Cost, route_for, route_json};
 use crate::error::ApiError;
 use crate::proxy::{self, Forwarded, UpstreamCall};
 use crate::quota::{self, Admission, tap::Usage};
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::tokens::Estimate;
 use crate::usage::{Capability, UsageRecord};
@@ -43,9 +45,11 @@ const DEFAULT_SECONDS: f64 = 4.0;
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(key): Caller,
+    call: Option<Extension<CallFacts>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let call = call.map(|Extension(call)| call);
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -55,8 +59,16 @@ pub(super) async fn create(
         let seconds = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| seconds_of(v.get("seconds")?));
-        let (forwarded, admission) =
-            route_json(&state, &key, &headers, &body, "/videos", Cost::Call).await?;
+        let (forwarded, admission) = route_json(
+            &state,
+            &key,
+            &headers,
+            &body,
+            "/videos",
+            Cost::Call,
+            call.as_ref(),
+        )
+        .await?;
         (forwarded, seconds, admission)
     } else {
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
@@ -70,6 +82,11 @@ pub(super) async fn create(
             upload.take_call("/videos", target)
         })
         .await;
+        let mut forwarded = forwarded;
+        if let Some(call) = &call {
+            call.with(|f| f.model = Some(model.clone()));
+            call.forwarded(std::mem::take(&mut forwarded.tried));
+        }
         // Whatever the failed attempt answered: the client's form is at fault.
         if let Some(refused) = uploaded.refused() {
             return Err(refused);
@@ -93,6 +110,9 @@ pub(super) async fn create(
             ..UsageRecord::default()
         };
         state.usage.record(&key.id, Capability::Videos, &record);
+        if let Some(call) = &call {
+            call.used(&record);
+        }
     }
     let answer = async {
         let job = match job_of(forwarded).await? {

@@ -43,6 +43,18 @@ pub(crate) enum FailureKind {
 }
 
 impl FailureKind {
+    /// The failure's name in a record (`status` failures are recorded as the status).
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Self::Connect => Some("connect"),
+            Self::HeadTimeout => Some("timeout"),
+            Self::Closed => Some("closed"),
+            Self::Status(_) => None,
+            Self::BeforeFirstByte => Some("broke_before_first_byte"),
+            Self::RequestBody => Some("request_body"),
+        }
+    }
+
     /// Whether this says something is wrong with the upstream (and another may do better):
     /// everything but an upstream's 4xx other than 429, which is about the request.
     pub fn is_upstream_failure(self) -> bool {

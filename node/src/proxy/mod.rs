@@ -78,6 +78,33 @@ pub(crate) struct Forwarded {
     /// The upstream of the last attempt, if there was one.
     pub upstream: Option<Arc<str>>,
     pub attempts: u32,
+    /// Each attempt, in order (for the call's record).
+    pub tried: Vec<Tried>,
+}
+
+/// One upstream attempt: where it went and how it ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Tried {
+    pub upstream: Arc<str>,
+    /// The upstream's model name (JSON-encoded, as spliced into the body).
+    pub upstream_model: Option<Box<str>>,
+    /// The upstream's status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed without an answer.
+    pub error: Option<&'static str>,
+    pub duration_ms: u64,
+}
+
+impl Tried {
+    fn of(target: &RouteTarget, started: tokio::time::Instant) -> Self {
+        Self {
+            upstream: Arc::clone(&target.upstream.id),
+            upstream_model: Some(target.model_json.clone()),
+            status: None,
+            error: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 /// Forwards one request for `model` to `path` on the best available target, failing over to
@@ -115,6 +142,7 @@ pub(crate) async fn forward_call(
     let mut picker = Picker::new(route, session, bound, proxy.panic_mode);
     proxy.retry_budget.record_request();
     let mut attempts = 0;
+    let mut tried = Vec::new();
     let mut last: Option<(&RouteTarget, attempt::AttemptError)> = None;
     let max_attempts = if replayable { proxy.max_attempts } else { 1 };
     while attempts < max_attempts {
@@ -136,14 +164,27 @@ pub(crate) async fn forward_call(
             break;
         };
         attempts += 1;
+        let started = tokio::time::Instant::now();
         match attempt::run_call(&target.upstream, ticket, call).await {
             Ok(response) => {
                 if let Some(session) = session {
                     sessions.served(session, &target.upstream.id);
                 }
-                return finish(response, Some(target), attempts);
+                tried.push(Tried {
+                    status: Some(response.status().as_u16()),
+                    ..Tried::of(target, started)
+                });
+                return finish(response, Some(target), attempts, tried);
             }
             Err(error) => {
+                tried.push(Tried {
+                    status: match error.kind {
+                        attempt::FailureKind::Status(status) => Some(status.as_u16()),
+                        _ => None,
+                    },
+                    error: error.kind.label(),
+                    ..Tried::of(target, started)
+                });
                 let fails_over = error.fails_over();
                 tracing::debug!(
                     upstream = %target.upstream.id,
@@ -159,12 +200,12 @@ pub(crate) async fn forward_call(
         }
     }
     match last {
-        Some((target, error)) => finish(error.error.into_response(), Some(target), attempts),
+        Some((target, error)) => finish(error.error.into_response(), Some(target), attempts, tried),
         None => {
             let error = ApiError::NoUpstreamAvailable {
                 model: model.to_owned(),
             };
-            finish(error.into_response(), None, attempts)
+            finish(error.into_response(), None, attempts, tried)
         }
     }
 }
@@ -182,16 +223,42 @@ pub(crate) async fn call_upstream(
     // Even past an open breaker: the job exists on no other upstream, and its answer (or
     // failure) still feeds the breaker.
     let Some(ticket) = target.handle.begin(aigw_actors::Admission::Open) else {
-        return Some(finish(ApiError::Internal.into_response(), Some(target), 0));
+        return Some(finish(
+            ApiError::Internal.into_response(),
+            Some(target),
+            0,
+            Vec::new(),
+        ));
     };
-    let response = match attempt::run_call(&target.upstream, ticket, call).await {
-        Ok(response) => response,
-        Err(error) => error.error.into_response(),
+    let started = tokio::time::Instant::now();
+    let (response, status, error) = match attempt::run_call(&target.upstream, ticket, call).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (response, Some(status), None)
+        }
+        Err(error) => {
+            let status = match error.kind {
+                attempt::FailureKind::Status(status) => Some(status.as_u16()),
+                _ => None,
+            };
+            (error.error.into_response(), status, error.kind.label())
+        }
     };
-    Some(finish(response, Some(target), 1))
+    let tried = vec![Tried {
+        upstream_model: None,
+        status,
+        error,
+        ..Tried::of(target, started)
+    }];
+    Some(finish(response, Some(target), 1, tried))
 }
 
-fn finish(mut response: Response<Body>, target: Option<&RouteTarget>, attempts: u32) -> Forwarded {
+fn finish(
+    mut response: Response<Body>,
+    target: Option<&RouteTarget>,
+    attempts: u32,
+    tried: Vec<Tried>,
+) -> Forwarded {
     let headers = response.headers_mut();
     if let Some(target) = target {
         headers.insert(X_AIGW_UPSTREAM.clone(), target.upstream.id_header.clone());
@@ -201,6 +268,7 @@ fn finish(mut response: Response<Body>, target: Option<&RouteTarget>, attempts: 
         response,
         upstream: target.map(|t| Arc::clone(&t.upstream.id)),
         attempts,
+        tried,
     }
 }
 

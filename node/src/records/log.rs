@@ -114,6 +114,11 @@ impl RecordLog {
         *self.durable.borrow()
     }
 
+    /// Follows the count of durable lines; closed when the writer stops.
+    pub fn durable_watch(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
     /// Waits until `count` lines are durable (or the writer stopped).
     pub async fn wait_durable(&self, count: u64) {
         let mut durable = self.durable.clone();

@@ -28,7 +28,8 @@ pub struct Record {
     /// The path as called, without the query string.
     pub path: String,
     pub timestamps: Timestamps,
-    pub key: KeyRef,
+    /// The key that called; null when the call was refused before a key was known.
+    pub key: Option<KeyRef>,
     pub client: Client,
     /// The public model name the client asked for (none for pass-through calls).
     pub model: Option<String>,
@@ -47,6 +48,9 @@ pub struct Record {
     pub safety: Vec<Value>,
     /// What was left out under overload (`"request_body"`, `"response_body"`), if anything.
     pub shed: Vec<String>,
+    /// How the response ended: `complete`, `client_gone` (the client left before its end) or
+    /// `upstream_error` (the upstream's body broke off).
+    pub end: String,
 }
 
 /// Unix milliseconds.
@@ -145,6 +149,18 @@ pub struct Usage {
     pub video_seconds: Option<f64>,
 }
 
+impl Usage {
+    /// Token counts of a chat or embedding call.
+    pub fn tokens(input: u64, output: u64, cached: u64) -> Self {
+        Self {
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            cached_tokens: Some(cached),
+            ..Self::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -167,10 +183,10 @@ mod tests {
                 first_byte_ms: Some(1_767_225_600_130),
                 end_ms: 1_767_225_600_900,
             },
-            key: KeyRef {
+            key: Some(KeyRef {
                 id: "key_0123456789abcdef".into(),
                 name: "team-a".into(),
-            },
+            }),
             client: Client {
                 address: "10.0.0.7:51234".into(),
             },
@@ -216,6 +232,7 @@ mod tests {
             },
             safety: vec![],
             shed: vec![],
+            end: "complete".into(),
         }
     }
 
@@ -231,6 +248,9 @@ mod tests {
             at = &at["properties"][step];
             if at["type"] == "array" || at["type"] == json!(["array", "null"]) {
                 at = &at["items"];
+            }
+            if let Some(first) = at["oneOf"].get(0) {
+                at = first;
             }
             if let Some(reference) = at["$ref"].as_str() {
                 let name = reference.trim_start_matches("#/$defs/");

@@ -1,0 +1,341 @@
+//! One call's record as it is gathered on the request path: what the handler knows
+//! ([`CallFacts`], put on the response as an extension), what the records layer sees (the
+//! request line, the client, the status, the timings, the response's frames), handed to the
+//! recorder as a [`Draft`] when the response body ends or the client leaves.
+//!
+//! The request path only keeps what it already holds: the body bytes the handler read and the
+//! frames the response is made of (refcounted `Bytes`, no copy), up to `max_body_bytes` each.
+//! Parsing, stream assembly and serialisation happen in the recorder's writer task.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::record::{Upload, Usage};
+use super::writer::Recorder;
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One upstream attempt, as the proxy saw it.
+pub(crate) use crate::proxy::Tried as AttemptFact;
+
+/// What the handlers know about a call: the records layer puts one in the request's
+/// extensions, the key's authentication and the handler fill it (the usage settlement too, when
+/// the response ends), and the layer reads it when the response is done. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct CallFacts(Arc<Mutex<Facts>>);
+
+#[derive(Default)]
+pub(crate) struct Facts {
+    pub key: Option<(String, String)>,
+    pub model: Option<String>,
+    pub attempts: Vec<AttemptFact>,
+    /// The request body as the handler read it (JSON endpoints).
+    pub request_body: Option<Bytes>,
+    /// Its size, when the body itself is not kept.
+    pub request_bytes: u64,
+    pub uploads: Vec<Upload>,
+    pub usage: Option<Usage>,
+    /// When the upstream's response head arrived (unix ms).
+    pub response_head_ms: Option<u64>,
+}
+
+impl CallFacts {
+    /// The facts of the call `extensions` belong to, when its calls are recorded.
+    pub fn of(extensions: &http::Extensions) -> Option<&Self> {
+        extensions.get::<Self>()
+    }
+
+    /// Changes the facts under their lock (a few instructions; never held across an await).
+    pub fn with(&self, change: impl FnOnce(&mut Facts)) {
+        change(&mut self.0.lock());
+    }
+
+    /// The call was forwarded: its attempts and the time its answer's head came.
+    pub fn forwarded(&self, attempts: Vec<AttemptFact>) {
+        self.with(|f| {
+            f.attempts = attempts;
+            f.response_head_ms = Some(now_ms());
+        });
+    }
+
+    /// What the call used, as the node's usage meter got it.
+    pub fn used(&self, record: &crate::usage::UsageRecord) {
+        let usage = Usage {
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+            cached_tokens: record.cached_tokens,
+            images: record.images,
+            image_size: record.size_tier.clone(),
+            audio_seconds: record.audio_seconds,
+            video_seconds: record.video_seconds,
+        };
+        self.with(|f| f.usage = Some(usage));
+    }
+
+    fn take(&self) -> Facts {
+        std::mem::take(&mut self.0.lock())
+    }
+}
+
+/// The response's bytes as the client received them, with each frame's time after the first.
+#[derive(Default)]
+pub(crate) struct Frames {
+    pub kept: Vec<Bytes>,
+    pub offsets_ms: Vec<u64>,
+    pub bytes: u64,
+    pub truncated: bool,
+}
+
+/// A finished call, for the recorder's writer task.
+pub(crate) struct Draft {
+    pub id: uuid::Uuid,
+    pub method: String,
+    pub path: String,
+    pub client: String,
+    pub received_ms: u64,
+    pub first_byte_ms: Option<u64>,
+    pub end_ms: u64,
+    pub status: u16,
+    pub event_stream: bool,
+    pub facts: Facts,
+    /// Bodies kept (the capture policy said so).
+    pub capture_bodies: bool,
+    pub response: Frames,
+    /// The body broke off or the client left before its end.
+    pub cut: Option<&'static str>,
+    pub shed: Vec<&'static str>,
+}
+
+impl Draft {
+    /// The bodies are dropped (overload): the metadata stays.
+    pub fn shed_bodies(&mut self) {
+        if self.facts.request_body.take().is_some() {
+            self.shed.push("request_body");
+        }
+        if !self.response.kept.is_empty() {
+            self.response.kept = Vec::new();
+            self.shed.push("response_body");
+        }
+    }
+}
+
+/// The records layer on the API router: every call under `/v1/` gets a record.
+pub(crate) async fn record_call(
+    State(recorder): State<Recorder>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let received_ms = now_ms();
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let client = client_address(&request);
+    let mut request = request;
+    let call = CallFacts::default();
+    request.extensions_mut().insert(call.clone());
+    let response = next.run(request).await;
+    if !recorder.captures_bodies() {
+        // Not kept: only its size, and the bytes go now rather than with the response.
+        call.with(|f| {
+            if let Some(body) = f.request_body.take() {
+                f.request_bytes = body.len() as u64;
+            }
+        });
+    }
+    let event_stream = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let draft = Draft {
+        id: uuid::Uuid::now_v7(),
+        method,
+        path,
+        client,
+        received_ms,
+        first_byte_ms: None,
+        end_ms: 0,
+        status: response.status().as_u16(),
+        event_stream,
+        facts: Facts::default(),
+        capture_bodies: recorder.captures_bodies(),
+        response: Frames::default(),
+        cut: None,
+        shed: Vec::new(),
+    };
+    let (parts, body) = response.into_parts();
+    let length = body.size_hint().exact();
+    let body = RecordBody {
+        length,
+        inner: Some(body),
+        call,
+        draft: Some(draft),
+        recorder,
+        started,
+        first: None,
+        ended: false,
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// The client's address: the peer's, or the first `X-Forwarded-For` hop when the peer is a
+/// trusted proxy.
+fn client_address(request: &Request) -> String {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let trusted = request
+        .extensions()
+        .get::<crate::proxy::forwarded::ClientPeer>()
+        .is_some_and(|p| p.trusted_proxy);
+    if trusted
+        && let Some(first) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+    {
+        return first.trim().to_owned();
+    }
+    peer.unwrap_or_default()
+}
+
+/// The response body on its way to the client, its frames kept (up to the bound) for the
+/// record; the draft goes to the recorder when the body ends or is dropped.
+struct RecordBody {
+    /// Dropped before the draft is finished, so the handler's usage settlement (which runs
+    /// when the inner body is dropped) is in the facts.
+    inner: Option<Body>,
+    call: CallFacts,
+    draft: Option<Draft>,
+    recorder: Recorder,
+    started: Instant,
+    first: Option<Instant>,
+    /// The inner body said it was at its end: hyper may drop it without polling further.
+    ended: bool,
+    /// The body's length, when known up front: hyper stops polling once it has that many.
+    length: Option<u64>,
+}
+
+impl RecordBody {
+    fn keep(&mut self, data: &Bytes) {
+        let Some(draft) = self.draft.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let first = *self.first.get_or_insert_with(|| {
+            draft.first_byte_ms =
+                Some(draft.received_ms + now.duration_since(self.started).as_millis() as u64);
+            now
+        });
+        let frames = &mut draft.response;
+        frames.bytes += data.len() as u64;
+        if draft.event_stream {
+            frames
+                .offsets_ms
+                .push(now.duration_since(first).as_millis() as u64);
+        }
+        if draft.capture_bodies && !frames.truncated {
+            let kept: usize = frames.kept.iter().map(Bytes::len).sum();
+            if kept + data.len() <= self.recorder.max_body_bytes() {
+                frames.kept.push(data.clone());
+            } else {
+                frames.truncated = true;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        // The inner body first: its drop settles the usage into the facts.
+        self.inner = None;
+        let Some(mut draft) = self.draft.take() else {
+            return;
+        };
+        draft.end_ms = draft.received_ms + self.started.elapsed().as_millis() as u64;
+        draft.facts = self.call.take();
+        self.recorder.submit(draft);
+    }
+}
+
+impl http_body::Body for RecordBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.keep(data);
+                }
+                this.ended = this.inner.as_ref().is_none_or(|b| b.is_end_stream());
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(draft) = this.draft.as_mut() {
+                    draft.cut = Some("upstream_error");
+                }
+                this.finish();
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for RecordBody {
+    fn drop(&mut self) {
+        let sent = self.draft.as_ref().map_or(0, |d| d.response.bytes);
+        let complete = self.ended
+            || self.length == Some(sent)
+            || self.inner.as_ref().is_none_or(|b| b.is_end_stream());
+        if let Some(draft) = self.draft.as_mut()
+            && !complete
+        {
+            // Not at its end: the client left (or the server cut it).
+            draft.cut.get_or_insert("client_gone");
+        }
+        self.finish();
+    }
+}

@@ -1,0 +1,372 @@
+//! The recorder: takes each finished call's [`Draft`] off the request path and writes its
+//! record to the node's log (log.rs), from one task that does the parsing, the stream assembly
+//! and the serialisation.
+//!
+//! Handing over never waits. Two bounded queues: drafts with their bodies, and, when that one
+//! is full, the same drafts with their bodies dropped (metadata is small and always kept while
+//! there is room); only when both are full is a call's record lost, and counted.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aigw_config::{Capture, RecordsSettings};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::assemble::StreamAssembler;
+use super::call::Draft;
+use super::log::{LogSettings, RecordLog};
+use super::record::{
+    Attempt, Client, KeyRef, Record, Request, Response, StreamTiming, Timestamps, Usage, VERSION,
+};
+use super::sink::{self, SinkState, SinkView};
+
+/// Drafts with their bodies waiting for the writer.
+const QUEUE: usize = 4096;
+/// Drafts without bodies, when the first queue is full.
+const METADATA_QUEUE: usize = 16_384;
+
+/// The node's recorder; cheap to clone. Disabled (`records.enabled = false`): records nothing.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: u64,
+    capture: Capture,
+    max_body_bytes: usize,
+    dir: PathBuf,
+    full: mpsc::Sender<Draft>,
+    metadata: mpsc::Sender<Draft>,
+    /// Records whose bodies were dropped for lack of room, and records lost altogether.
+    shed_bodies: AtomicU64,
+    lost: AtomicU64,
+    close: Notify,
+    writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
+    /// The count of records on disk, fsynced.
+    durable: watch::Receiver<u64>,
+    sinks: Vec<Arc<SinkState>>,
+    sink_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Recorder {
+    /// Opens the log under `data_dir/records/` and starts the writer.
+    pub async fn start(node: u64, settings: &RecordsSettings, data_dir: &Path) -> io::Result<Self> {
+        let dir = data_dir.join("records");
+        let log = RecordLog::open(LogSettings {
+            fsync_interval: settings.fsync_interval,
+            segment_bytes: settings.segment_bytes,
+            segment_age: settings.segment_age,
+            retain_bytes: settings.retain_bytes,
+            retain_age: settings.retain_age,
+            ..LogSettings::new(dir.clone())
+        })
+        .await?;
+        let durable = log.durable_watch();
+        let (sinks, sink_tasks) = sink::start(&dir, &settings.sinks, durable.clone())?
+            .into_iter()
+            .unzip();
+        let (full, full_rx) = mpsc::channel(QUEUE);
+        let (metadata, metadata_rx) = mpsc::channel(METADATA_QUEUE);
+        let inner = Arc::new(Inner {
+            node,
+            capture: settings.capture,
+            max_body_bytes: settings.max_body_bytes,
+            dir,
+            full,
+            metadata,
+            shed_bodies: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            close: Notify::new(),
+            writer: Mutex::new(None),
+            durable,
+            sinks,
+            sink_tasks: Mutex::new(sink_tasks),
+        });
+        let writer = tokio::spawn(write_records(Arc::clone(&inner), log, full_rx, metadata_rx));
+        *inner.writer.lock() = Some(writer);
+        Ok(Self { inner })
+    }
+
+    /// The directory of the log's segments.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub(crate) fn captures_bodies(&self) -> bool {
+        self.inner.capture == Capture::Full
+    }
+
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// Each sink's cursor, lag and last error.
+    pub fn sinks(&self) -> Vec<SinkView> {
+        let durable = *self.inner.durable.borrow();
+        self.inner.sinks.iter().map(|s| s.view(durable)).collect()
+    }
+
+    /// Records whose bodies were dropped under overload, and records lost.
+    pub fn shed(&self) -> (u64, u64) {
+        (
+            self.inner.shed_bodies.load(Ordering::Relaxed),
+            self.inner.lost.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Hands a finished call over; never waits.
+    pub(crate) fn submit(&self, draft: Draft) {
+        let Err(mpsc::error::TrySendError::Full(mut draft)) = self.inner.full.try_send(draft)
+        else {
+            return;
+        };
+        draft.shed_bodies();
+        self.inner.shed_bodies.fetch_add(1, Ordering::Relaxed);
+        if self.inner.metadata.try_send(draft).is_err() {
+            self.inner.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes every record handed over so far, fsyncs, and stops the writer. Records handed
+    /// over later are lost (and counted).
+    pub async fn close(&self) {
+        // The sinks resume from their cursors at the next start.
+        for task in self.inner.sink_tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.inner.close.notify_one();
+        let writer = self.inner.writer.lock().take();
+        if let Some(writer) = writer {
+            match writer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "closing the records log failed"),
+                Err(error) => tracing::error!(%error, "the records writer failed"),
+            }
+        }
+    }
+}
+
+async fn write_records(
+    inner: Arc<Inner>,
+    log: RecordLog,
+    mut full: mpsc::Receiver<Draft>,
+    mut metadata: mpsc::Receiver<Draft>,
+) -> io::Result<()> {
+    let node = inner.node;
+    let max = inner.max_body_bytes;
+    let write = |draft: Draft| {
+        let record = build(node, max, draft);
+        match serde_json::to_vec(&record) {
+            Ok(line) => {
+                if !log.append(Bytes::from(line)) {
+                    inner.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot serialise a record"),
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(draft) = full.recv() => write(draft),
+            Some(draft) = metadata.recv() => write(draft),
+            () = inner.close.notified() => break,
+        }
+    }
+    while let Ok(draft) = full.try_recv() {
+        write(draft);
+    }
+    while let Ok(draft) = metadata.try_recv() {
+        write(draft);
+    }
+    full.close();
+    metadata.close();
+    log.close().await
+}
+
+/// What was called, from the method and path.
+fn endpoint(method: &str, path: &str) -> String {
+    let rest = path.trim_start_matches("/v1/");
+    let mut parts = rest.split('/');
+    let first = parts.next().unwrap_or("");
+    let second = parts.next();
+    let third = parts.next();
+    match (first, second, third, method) {
+        ("videos", None, _, "POST") => "videos.create".into(),
+        ("videos", None, _, _) => "videos.list".into(),
+        ("videos", Some(_), Some("content"), _) => "videos.content".into(),
+        ("videos", Some(_), _, "DELETE") => "videos.delete".into(),
+        ("videos", Some(_), _, _) => "videos.retrieve".into(),
+        ("mcp", ..) => "mcp".into(),
+        ("agents" | "agent", ..) => "agent".into(),
+        ("sandboxes" | "sandbox", ..) => "sandbox".into(),
+        (first, Some(second), _, _) => format!("{first}.{second}"),
+        (first, None, _, _) => first.to_owned(),
+    }
+}
+
+/// A body kept whole, parsed; cut, as the text it has.
+fn body_value(bytes: &[u8], truncated: bool) -> Value {
+    if !truncated && let Ok(value) = serde_json::from_slice(bytes) {
+        return value;
+    }
+    Value::String(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn usage_from(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage")?.as_object()?;
+    let number = |name: &str| usage.get(name).and_then(Value::as_u64);
+    Some(Usage {
+        input_tokens: number("prompt_tokens").or_else(|| number("input_tokens")),
+        output_tokens: number("completion_tokens").or_else(|| number("output_tokens")),
+        cached_tokens: usage
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64),
+        ..Usage::default()
+    })
+}
+
+/// The record of a call, built off the request path.
+pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
+    let Draft {
+        id,
+        method,
+        path,
+        client,
+        received_ms,
+        first_byte_ms,
+        end_ms,
+        status,
+        event_stream,
+        facts,
+        capture_bodies,
+        response: frames,
+        cut,
+        shed,
+    } = draft;
+    let request_bytes = facts
+        .request_body
+        .as_ref()
+        .map_or(facts.request_bytes, |b| b.len() as u64);
+    let request = match (&facts.request_body, capture_bodies) {
+        (Some(body), true) => {
+            let truncated = body.len() > max_body_bytes;
+            let kept = &body[..body.len().min(max_body_bytes)];
+            Request {
+                capture: if truncated { "truncated" } else { "full" }.into(),
+                bytes: request_bytes,
+                body: Some(body_value(kept, truncated)),
+                upstream_body: None,
+            }
+        }
+        _ => Request {
+            capture: "metadata".into(),
+            bytes: request_bytes,
+            body: None,
+            upstream_body: None,
+        },
+    };
+    let response_bytes: Vec<u8> = frames.kept.concat();
+    let kept_all =
+        capture_bodies && !frames.truncated && frames.bytes == response_bytes.len() as u64;
+    let mut response_usage = None;
+    let mut error = None;
+    let (body, stream) = if event_stream {
+        let mut assembler = StreamAssembler::default();
+        let mut rest: &[u8] = &response_bytes;
+        while let Ok(end) = crate::sse::event_end(rest) {
+            for line in crate::sse::lines(&rest[..end]) {
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    assembler.event(data.strip_prefix(b" ").unwrap_or(data));
+                }
+            }
+            rest = &rest[end..];
+        }
+        let (chunks, unreadable) = assembler.counts();
+        let completion = assembler.completion();
+        response_usage = usage_from(&completion);
+        let body = (capture_bodies && !response_bytes.is_empty()).then_some(completion);
+        let timing = StreamTiming {
+            chunks: if capture_bodies {
+                chunks
+            } else {
+                frames.offsets_ms.len() as u64
+            },
+            offsets_ms: frames.offsets_ms,
+            unreadable,
+            done: assembler.done(),
+        };
+        (body, Some(timing))
+    } else if capture_bodies && !response_bytes.is_empty() {
+        let value = body_value(&response_bytes, !kept_all);
+        response_usage = usage_from(&value);
+        if status >= 400 {
+            error = Some(value.get("error").cloned().unwrap_or_else(|| value.clone()));
+        }
+        (Some(value), None)
+    } else {
+        (None, None)
+    };
+    if status >= 400 && error.is_none() && !event_stream && !response_bytes.is_empty() {
+        error = Some(body_value(&response_bytes, !kept_all));
+    }
+    let response = Response {
+        capture: if !capture_bodies {
+            "metadata"
+        } else if frames.truncated {
+            "truncated"
+        } else {
+            "full"
+        }
+        .into(),
+        bytes: frames.bytes,
+        body,
+        stream,
+    };
+    Record {
+        v: VERSION,
+        id: id.to_string(),
+        node,
+        endpoint: endpoint(&method, &path),
+        method,
+        path,
+        timestamps: Timestamps {
+            received_ms,
+            response_head_ms: facts.response_head_ms,
+            first_byte_ms,
+            end_ms,
+        },
+        key: facts.key.map(|(id, name)| KeyRef { id, name }),
+        client: Client { address: client },
+        model: facts.model,
+        attempts: facts
+            .attempts
+            .into_iter()
+            .map(|a| Attempt {
+                upstream: a.upstream.to_string(),
+                upstream_model: a
+                    .upstream_model
+                    .map(|m| serde_json::from_str::<String>(&m).unwrap_or_else(|_| m.into())),
+                status: a.status,
+                error: a.error.map(str::to_owned),
+                duration_ms: a.duration_ms,
+            })
+            .collect(),
+        status,
+        error,
+        request,
+        response,
+        uploads: facts.uploads,
+        usage: facts.usage.or(response_usage).unwrap_or_default(),
+        safety: Vec::new(),
+        shed: shed.into_iter().map(str::to_owned).collect(),
+        end: cut.unwrap_or("complete").to_owned(),
+    }
+}

@@ -1,0 +1,245 @@
+//! Request records through a real node: a record per call with what the client sent and
+//! received (a stream assembled), the key, the model, the attempts and the usage; read back
+//! through `GET /admin/v1/records`; never a secret; every record on disk after a graceful
+//! shutdown; `capture = "metadata"` keeps no body.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aigw::RunningNode;
+use aigw::records::query::{Filter, scan};
+use aigw_jepsen::mock::MockBehavior;
+use common::*;
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "records-admin-token";
+
+fn records_config(upstream: &str, records: &str) -> String {
+    let ip = loopback();
+    config_text(upstream, "", "").replace(
+        "api_listen = \"127.0.0.1:0\"",
+        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
+    ) + &format!(
+        "\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[records]\nfsync_interval = \"5ms\"\n{records}\n"
+    )
+}
+
+/// The records `GET /admin/v1/records{query}` answers, waiting (bounded) for `count`.
+async fn records(node: &RunningNode, query: &str, count: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let response = admin_request(
+            node,
+            ADMIN_TOKEN,
+            reqwest::Method::GET,
+            &format!("/records{query}"),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        got = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if got.len() >= count {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} records of {count}: {got:?}", got.len());
+}
+
+fn everything_in(dir: &Path) -> String {
+    let mut all = String::new();
+    scan(
+        &dir.join("records"),
+        &Filter::default(),
+        usize::MAX,
+        |line| {
+            all.push_str(&String::from_utf8_lossy(&line));
+            all.push('\n');
+            true
+        },
+    )
+    .unwrap();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_recorded_as_the_client_saw_it_and_without_a_secret() {
+    let mock = mock(MockBehavior {
+        chunks: 5,
+        ..MockBehavior::default()
+    })
+    .await;
+    let dir = fresh_data_dir();
+    let node = node_in(&records_config(&mock.addr().to_string(), ""), &dir).await;
+
+    // A plain completion.
+    let plain = chat(
+        &node,
+        KEY,
+        json!({"model": "chat-default", "messages": user_message()}),
+    )
+    .await;
+    assert_eq!(plain.status(), 200);
+    let plain: Value = plain.json().await.unwrap();
+
+    // A stream: the content the client reads, chunk by chunk.
+    let stream = chat(
+        &node,
+        KEY,
+        json!({"model": "chat-default", "messages": user_message(), "stream": true}),
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let text = stream.text().await.unwrap();
+    let mut streamed = String::new();
+    for line in text.lines() {
+        if let Some(data) = line.strip_prefix("data: ")
+            && data != "[DONE]"
+        {
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+                streamed.push_str(piece);
+            }
+        }
+    }
+    assert!(!streamed.is_empty());
+
+    // Refused before a key is known.
+    let refused = client()
+        .post(url(&node, "/v1/chat/completions"))
+        .json(&json!({"model": "chat-default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let all = records(&node, "", 3).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    for record in &all {
+        assert_eq!(record["v"], 1);
+        assert_eq!(record["node"], 1);
+        assert_eq!(record["endpoint"], "chat.completions");
+        assert_eq!(record["id"].as_str().unwrap().len(), 36, "a UUID");
+        assert_eq!(&record["id"].as_str().unwrap()[14..15], "7", "version 7");
+    }
+
+    let first = &all[0];
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["end"], "complete");
+    assert_eq!(first["key"]["name"], "all");
+    assert!(first["key"]["id"].as_str().unwrap().starts_with("key_"));
+    assert_eq!(first["model"], "chat-default");
+    assert_eq!(first["attempts"][0]["upstream"], "mock-a");
+    assert_eq!(first["attempts"][0]["upstream_model"], "upstream-model-x");
+    assert_eq!(first["attempts"][0]["status"], 200);
+    assert_eq!(first["request"]["capture"], "full");
+    assert_eq!(first["request"]["body"]["messages"], user_message());
+    assert_eq!(first["response"]["body"], plain, "the body the client got");
+    assert!(first["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    let times = &first["timestamps"];
+    assert!(times["received_ms"].as_u64() <= times["end_ms"].as_u64());
+
+    let second = &all[1];
+    assert_eq!(second["request"]["body"]["stream"], true);
+    let assembled = &second["response"]["body"];
+    assert_eq!(assembled["object"], "chat.completion");
+    assert_eq!(
+        assembled["choices"][0]["message"]["content"], streamed,
+        "the assembled content is what the client read"
+    );
+    let timing = &second["response"]["stream"];
+    assert!(timing["chunks"].as_u64().unwrap() >= 5, "{timing}");
+    assert_eq!(timing["done"], true);
+    assert!(second["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    let third = &all[2];
+    assert_eq!(third["status"], 401);
+    assert_eq!(third["key"], Value::Null);
+    assert_eq!(third["error"]["code"], "missing_api_key");
+
+    // Filters.
+    assert_eq!(records(&node, "?status=401", 1).await.len(), 1);
+    assert_eq!(records(&node, "?key=all&limit=1", 1).await.len(), 1);
+    assert_eq!(records(&node, "?model=chat-default", 2).await.len(), 2);
+    let bad = admin_request(
+        &node,
+        ADMIN_TOKEN,
+        reqwest::Method::GET,
+        "/records?since=soon",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_openai_error(bad, 400, "invalid_request").await;
+
+    // A graceful shutdown writes every record; none holds a secret.
+    node.shutdown().await;
+    let on_disk = everything_in(&dir);
+    assert_eq!(on_disk.lines().count(), 3);
+    for secret in [KEY, UPSTREAM_KEY, ADMIN_TOKEN] {
+        assert!(!on_disk.contains(secret), "{secret} is in the records log");
+    }
+
+    // Offline: the fine-tuning export of the data dir.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aigw"))
+        .args(["records", "export", "--format", "openai-chat", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let examples: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!examples.is_empty());
+    for example in &examples {
+        let messages = example["messages"].as_array().unwrap();
+        assert_eq!(messages[0], user_message()[0]);
+        assert_eq!(messages.last().unwrap()["role"], "assistant");
+    }
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(summary.contains("3 records read"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_capture_keeps_no_body_and_embeddings_are_recorded_with_their_usage() {
+    let mock = mock(MockBehavior::default()).await;
+    let dir = fresh_data_dir();
+    let node = node_in(
+        &records_config(&mock.addr().to_string(), "capture = \"metadata\""),
+        &dir,
+    )
+    .await;
+    let response = client()
+        .post(url(&node, "/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "chat-default", "input": "a secret plan"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let all = records(&node, "", 1).await;
+    let record = &all[0];
+    assert_eq!(record["endpoint"], "embeddings");
+    assert_eq!(record["request"]["capture"], "metadata");
+    assert_eq!(record["request"]["body"], Value::Null);
+    assert!(record["request"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(record["response"]["capture"], "metadata");
+    assert_eq!(record["response"]["body"], Value::Null);
+    assert!(record["response"]["bytes"].as_u64().unwrap() > 0);
+    assert!(
+        record["usage"]["input_tokens"].as_u64().is_some(),
+        "{record}"
+    );
+    node.shutdown().await;
+    assert!(!everything_in(&dir).contains("a secret plan"));
+}
