@@ -12,7 +12,8 @@
 # broker.log live in /tmp/kafka-PORT. Env: KAFKA_JARS (cache, /tmp/kafka-jars), KAFKA_VERSION (4.1.1),
 # KAFKA_HEAP (-Xmx256m -Xms64m), KAFKA_JVM_OPTS (serial GC, C1 only, capped code cache and metaspace),
 # JAVA (a Java 17+), KAFKA_START_TIMEOUT (s, 90),
-# KAFKA_CONSUME_TIMEOUT_MS (10000: consume gives up after this long without a new message).
+# KAFKA_CONSUME_TIMEOUT_MS (10000: consume gives up after this long without a new message),
+# KAFKA_KEEP_DATA (set: start on the data the last start left, instead of a fresh log dir).
 #
 # start first runs scripts/brokers-install.sh kafka (beside this script), which apt-gets Java 17,
 # maven and unzip when missing (as root). Needs Maven Central for the first start; on a machine that
@@ -111,7 +112,10 @@ cmd_start() {
   if ! [[ "${v%%.*}" =~ ^[0-9]+$ ]] || ((${v%%.*} < 17)); then die "Kafka $VERSION needs Java 17+; '$JAVA' is '${v:-missing}'"; fi
   fetch_jars
   load_jars
-  mkdir -p "$DIR" && rm -rf "$DIR/data" "$PIDFILE" "$DIR/ready.log"
+  mkdir -p "$DIR" && rm -f "$PIDFILE" "$DIR/ready.log"
+  # KAFKA_KEEP_DATA=1 restarts on the data of the last start (a broker restart in a test); else fresh.
+  format=1
+  if [[ -n "${KAFKA_KEEP_DATA:-}" && -f "$DIR/data/meta.properties" ]]; then format=""; else rm -rf "$DIR/data"; fi
   echo "$JAVA" >"$DIR/java"
   if [[ -f "$DIR/broker.log" ]]; then mv -f "$DIR/broker.log" "$DIR/broker.log.prev"; fi
   cat >"$DIR/server.properties" <<EOF
@@ -143,9 +147,11 @@ EOF
   # A fresh log dir each start, under a random cluster id (16 random bytes, base64url, as Kafka's own).
   # Like Kafka's Uuid.randomUuid, never one that starts with '-': the tool would take it for an option
   # (1 start in 64 failed so).
-  while id="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" && [[ "$id" == -* ]]; do :; done
-  tool "$STORAGE" format -t "$id" \
-    -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; die "formatting $DIR/data failed"; }
+  if [[ -n "$format" ]]; then
+    while id="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" && [[ "$id" == -* ]]; do :; done
+    tool "$STORAGE" format -t "$id" \
+      -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; die "formatting $DIR/data failed"; }
+  fi
   # shellcheck disable=SC2086 # KAFKA_HEAP holds several JVM flags
   # Small on purpose (CI has 2 cores and runs cargo beside it): about 160 MiB RSS when ready.
   nohup "$JAVA" ${KAFKA_HEAP:--Xmx256m -Xms64m} \

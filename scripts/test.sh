@@ -29,6 +29,16 @@ fi
 export NATS_SERVER
 echo "== nats-server: $NATS_SERVER ($("$NATS_SERVER" --version))"
 
+# The records sink test produces to a real Kafka broker (KRaft, one node): scripts/kafka-up.sh
+# installs Java 17 and maven when missing and fetches the broker's jars from Maven Central
+# (cached). Started now, in the background, so the JVM's start overlaps the build; the test waits
+# for it, stops it in the middle of its load and starts it again on its data.
+export AIGW_TEST_KAFKA_PORT=19092
+scripts/kafka-up.sh stop "$AIGW_TEST_KAFKA_PORT" >/dev/null 2>&1 || true
+kafka_log="$(mktemp /tmp/aigw-kafka-up.XXXXXX)"
+(scripts/kafka-up.sh start "$AIGW_TEST_KAFKA_PORT" >"$kafka_log" 2>&1 || echo "kafka-up.sh start failed" >>"$kafka_log") &
+trap 'scripts/kafka-up.sh stop "$AIGW_TEST_KAFKA_PORT" >/dev/null 2>&1 || true' EXIT
+
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$target"
 
@@ -36,6 +46,7 @@ echo "== cargo test (workspace)"
 cargo build --workspace --bins --quiet
 cargo test --workspace --quiet 2>&1 | tee "$target/cargo-test.log"
 grep -q "test result:" "$target/cargo-test.log" || { echo "cargo ran no test"; exit 1; }
+echo "== kafka-up.sh (for the records sink test):"; tail -n 3 "$kafka_log" || true
 
 echo "== OpenAI Python SDK compatibility"
 if [ ! -x .venv/bin/python ]; then

@@ -67,6 +67,14 @@ pub enum SinkKind {
         stream: String,
         token: Option<Secret>,
     },
+    /// Kafka: each record produced to `topic` (created with `partitions` when missing), keyed
+    /// by the key's id so one key's records stay in order, the record's id in the
+    /// `aigw-record-id` header.
+    Kafka {
+        brokers: Vec<String>,
+        topic: String,
+        partitions: i32,
+    },
 }
 
 /// What a record keeps of a call's bodies.
@@ -526,6 +534,8 @@ pub struct ModelSettings {
     /// Output tokens reserved for a request that names no `max_tokens` /
     /// `max_completion_tokens`; `None`: the gateway's default (1024). Greater than zero.
     pub default_max_tokens: Option<u64>,
+    /// What the records of this model's calls keep; `None`: the node's `records.capture`.
+    pub records: Option<Capture>,
     /// At least one, at most [`MAX_TARGETS_PER_MODEL`].
     pub targets: Vec<TargetSettings>,
 }

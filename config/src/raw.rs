@@ -77,6 +77,10 @@ pub(crate) struct RawSink {
     pub(crate) subject: Option<Text>,
     pub(crate) stream: Option<Text>,
     pub(crate) token: Option<Text>,
+    #[serde(default)]
+    pub(crate) brokers: Vec<Text>,
+    pub(crate) topic: Option<Text>,
+    pub(crate) partitions: Option<Spanned<i32>>,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +238,7 @@ pub(crate) struct RawModel {
     pub(crate) strategy: Option<Text>,
     pub(crate) tokenizer: Option<Text>,
     pub(crate) default_max_tokens: Option<Spanned<u64>>,
+    pub(crate) records: Option<Text>,
     pub(crate) targets: Spanned<Vec<RawTarget>>,
 }
 

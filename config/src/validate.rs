@@ -249,18 +249,7 @@ impl Validator<'_> {
         let defaults = RecordsSettings::default();
         let capture = match &raw.capture {
             None => Some(defaults.capture),
-            Some(t) => match t.value.as_str() {
-                "full" => Some(Capture::Full),
-                "metadata" => Some(Capture::Metadata),
-                other => {
-                    self.report(
-                        &t.span,
-                        "records.capture",
-                        format!("unknown capture {other:?}; expected \"full\" or \"metadata\""),
-                    );
-                    None
-                }
-            },
+            Some(t) => self.capture(t, "records.capture"),
         };
         let max_body_bytes = raw
             .max_body_bytes
@@ -317,6 +306,21 @@ impl Validator<'_> {
         })
     }
 
+    fn capture(&mut self, t: &Text, key: &str) -> Option<Capture> {
+        match t.value.as_str() {
+            "full" => Some(Capture::Full),
+            "metadata" => Some(Capture::Metadata),
+            other => {
+                self.report(
+                    &t.span,
+                    key,
+                    format!("unknown capture {other:?}; expected \"full\" or \"metadata\""),
+                );
+                None
+            }
+        }
+    }
+
     fn sinks(&mut self, raw: &[RawSink]) -> Option<Vec<SinkSettings>> {
         let mut sinks = Some(Vec::new());
         let mut names = Vec::new();
@@ -371,19 +375,42 @@ impl Validator<'_> {
                     }
                 }
                 "kafka" => {
-                    self.report(
-                        &sink.kind.span,
-                        &format!("{at}.kind"),
-                        "kind \"kafka\" is not built yet (issue 15); \"nats\" is",
-                    );
-                    sinks = None;
-                    continue;
+                    if sink.brokers.is_empty() {
+                        self.report(
+                            &sink.kind.span,
+                            &format!("{at}.brokers"),
+                            "a kafka sink needs brokers, such as [\"127.0.0.1:9092\"]",
+                        );
+                        sinks = None;
+                        continue;
+                    }
+                    let partitions = match &sink.partitions {
+                        None => 1,
+                        Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+                        Some(n) => {
+                            self.report(
+                                &n.span(),
+                                &format!("{at}.partitions"),
+                                "expected at least 1 partition",
+                            );
+                            sinks = None;
+                            continue;
+                        }
+                    };
+                    SinkKind::Kafka {
+                        brokers: sink.brokers.iter().map(|b| b.value.clone()).collect(),
+                        topic: sink
+                            .topic
+                            .as_ref()
+                            .map_or_else(|| "aigw-records".to_owned(), |t| t.value.clone()),
+                        partitions,
+                    }
                 }
                 other => {
                     self.report(
                         &sink.kind.span,
                         &format!("{at}.kind"),
-                        format!("unknown sink kind {other:?}; expected \"nats\""),
+                        format!("unknown sink kind {other:?}; expected \"nats\" or \"kafka\""),
                     );
                     sinks = None;
                     continue;
@@ -971,6 +998,11 @@ impl Validator<'_> {
             n => Some(n.as_ref().map(|n| *n.get_ref())),
         };
 
+        let records = match &raw.records {
+            None => Some(None),
+            Some(t) => self.capture(t, &format!("{key}.records")).map(Some),
+        };
+
         let targets_key = format!("{key}.targets");
         let target_count = raw.targets.get_ref().len();
         if target_count == 0 {
@@ -1004,6 +1036,7 @@ impl Validator<'_> {
             strategy: strategy?,
             tokenizer: tokenizer?,
             default_max_tokens: default_max_tokens?,
+            records: records?,
             targets: targets.into_iter().collect::<Option<_>>()?,
         })
     }

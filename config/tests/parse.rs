@@ -285,10 +285,25 @@ fn records_settings_have_defaults_and_sinks_are_checked() {
     assert_eq!(records.sinks.len(), 1);
     let aigw_config::SinkKind::Nats {
         subject, stream, ..
-    } = &records.sinks[0].kind;
+    } = &records.sinks[0].kind
+    else {
+        panic!("a nats sink: {:?}", records.sinks[0].kind);
+    };
     assert_eq!(
         (subject.as_str(), stream.as_str()),
         ("aigw.records", "AIGW_RECORDS")
+    );
+
+    let kafka = ok(&format!(
+        "{NODE}[[records.sinks]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:9092\"]\npartitions = 3\n"
+    ));
+    assert_eq!(
+        kafka.records.sinks[0].kind,
+        aigw_config::SinkKind::Kafka {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "aigw-records".into(),
+            partitions: 3,
+        }
     );
 
     let errors = errors(&format!(
@@ -303,7 +318,10 @@ fn records_settings_have_defaults_and_sinks_are_checked() {
         "{all}"
     );
     assert!(all.contains("records.sinks[0].name"), "{all}");
-    assert!(all.contains("kind \"kafka\" is not built yet"), "{all}");
+    assert!(
+        all.contains("records.sinks[1].brokers: a kafka sink needs brokers"),
+        "{all}"
+    );
     assert!(
         all.contains("records.sinks[2].url: a nats sink needs url"),
         "{all}"

@@ -240,6 +240,49 @@ async fn metadata_capture_keeps_no_body_and_embeddings_are_recorded_with_their_u
         record["usage"]["input_tokens"].as_u64().is_some(),
         "{record}"
     );
+
+    // An error's body is the call's outcome: kept whatever the capture.
+    let missing = client()
+        .post(url(&node, "/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "no-such-model", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let all = records(&node, "?status=404", 1).await;
+    assert_eq!(all[0]["error"]["code"], "model_not_found", "{}", all[0]);
+    assert_eq!(all[0]["response"]["body"], Value::Null);
+
     node.shutdown().await;
     assert!(!everything_in(&dir).contains("a secret plan"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_can_keep_its_records_to_metadata() {
+    let mock = mock(MockBehavior::default()).await;
+    let text = records_config(&mock.addr().to_string(), "").replace(
+        "name = \"other-model\"",
+        "name = \"other-model\"\nrecords = \"metadata\"",
+    );
+    let node = node_in(&text, &fresh_data_dir()).await;
+    for model in ["chat-default", "other-model"] {
+        let response = chat(
+            &node,
+            KEY,
+            json!({"model": model, "messages": user_message()}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let all = records(&node, "", 2).await;
+    assert_eq!(all[0]["model"], "chat-default");
+    assert_eq!(all[0]["request"]["capture"], "full");
+    assert_eq!(all[1]["model"], "other-model");
+    assert_eq!(all[1]["request"]["capture"], "metadata");
+    assert_eq!(all[1]["request"]["body"], Value::Null);
+    assert_eq!(all[1]["response"]["capture"], "metadata");
+    assert_eq!(all[1]["response"]["body"], Value::Null);
+    node.shutdown().await;
 }

@@ -36,7 +36,7 @@ pub(super) async fn transcribe(
         call.with(|f| f.model = Some(upload.model.clone()));
     }
     let routes = state.proxy.routes.load_full();
-    let route = route_for(&routes, &key, &upload.model)?;
+    let route = route_for(&routes, &key, &upload.model, call.as_ref())?;
     let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
     let uploaded = upload.state();
     let format = upload.field("response_format").unwrap_or("json").to_owned();

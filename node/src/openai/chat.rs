@@ -32,7 +32,7 @@ pub(super) async fn create(
         call.with(|f| f.model = Some(fields.model.to_string()));
     }
     let routes = state.proxy.routes.load_full();
-    let route = routed::route_for(&routes, &key, &fields.model)?;
+    let route = routed::route_for(&routes, &key, &fields.model, call.as_ref())?;
     let session = routed::sticky_session(route, &fields.model, headers, fields.user.as_deref());
     // Only a key with limits pays for admission, and only token limits for the estimate: first
     // a bound that needs no tokenizer, then tiktoken if the bound is refused.

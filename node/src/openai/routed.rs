@@ -51,7 +51,7 @@ pub(crate) async fn route_json(
         call.with(|f| f.model = Some(fields.model.clone()));
     }
     let routes = state.proxy.routes.load_full();
-    let route = route_for(&routes, key, &fields.model)?;
+    let route = route_for(&routes, key, &fields.model, call)?;
     let admission = state
         .admit(key, |exact| match cost {
             Cost::Call => Estimate::calls_only(),
@@ -93,17 +93,25 @@ pub(crate) async fn route_json(
 
 /// The route of `model` if `key` may use it; 404 otherwise, the same answer for a model that
 /// does not exist as for one the key may not see.
+/// With `call`, the model's capture policy goes into the call's record.
 pub(crate) fn route_for<'r>(
     routes: &'r Arc<RouteTable>,
     key: &KeyRecord,
     model: &str,
+    call: Option<&CallFacts>,
 ) -> Result<&'r ModelRoute, ApiError> {
     if !key.models.allows(model) {
         return Err(ApiError::ModelNotFound(model.to_owned()));
     }
-    routes
+    let route = routes
         .get(model)
-        .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))
+        .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))?;
+    if let Some(call) = call
+        && route.capture.is_some()
+    {
+        call.with(|f| f.capture = route.capture);
+    }
+    Ok(route)
 }
 
 /// The sticky session of a request, for a model whose strategy is `sticky`.

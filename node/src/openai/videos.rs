@@ -73,7 +73,7 @@ pub(super) async fn create(
     } else {
         let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
         let routes = state.proxy.routes.load_full();
-        let route = route_for(&routes, &key, &upload.model)?;
+        let route = route_for(&routes, &key, &upload.model, call.as_ref())?;
         let admission = state.admit(&key, |_| Estimate::calls_only()).await?;
         let seconds = upload.field("seconds").and_then(|s| s.trim().parse().ok());
         let uploaded = upload.state();

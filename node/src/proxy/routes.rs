@@ -36,6 +36,8 @@ pub(crate) struct ModelRoute {
     pub strategy: Strategy,
     /// How the model's tokens are estimated for token limits.
     pub tokens: crate::tokens::TokenCounting,
+    /// What records of this model's calls keep, when the model says (`[[models]] records`).
+    pub capture: Option<aigw_config::Capture>,
     /// Sorted by priority, best first; settings order within a priority. At most 64, so a
     /// set of targets fits a `u64` mask.
     pub targets: Vec<RouteTarget>,
@@ -104,6 +106,7 @@ impl RouteTable {
             let route = ModelRoute {
                 strategy: model.strategy,
                 tokens: crate::tokens::TokenCounting::for_model(model),
+                capture: model.records,
                 targets,
                 tiers,
             };

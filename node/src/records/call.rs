@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aigw_config::Capture;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -31,6 +32,9 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// A stream's chunk times kept at most (8 bytes each); a longer stream's record has the first.
+const MAX_OFFSETS: usize = 100_000;
 
 /// One upstream attempt, as the proxy saw it.
 pub(crate) use crate::proxy::Tried as AttemptFact;
@@ -54,6 +58,8 @@ pub(crate) struct Facts {
     pub usage: Option<Usage>,
     /// When the upstream's response head arrived (unix ms).
     pub response_head_ms: Option<u64>,
+    /// The model's capture policy, over the node's.
+    pub capture: Option<Capture>,
 }
 
 impl CallFacts {
@@ -98,6 +104,8 @@ impl CallFacts {
 #[derive(Default)]
 pub(crate) struct Frames {
     pub kept: Vec<Bytes>,
+    /// The bytes in `kept`.
+    pub kept_bytes: usize,
     pub offsets_ms: Vec<u64>,
     pub bytes: u64,
     pub truncated: bool,
@@ -105,7 +113,6 @@ pub(crate) struct Frames {
 
 /// A finished call, for the recorder's writer task.
 pub(crate) struct Draft {
-    pub id: uuid::Uuid,
     pub method: String,
     pub path: String,
     pub client: String,
@@ -154,7 +161,13 @@ pub(crate) async fn record_call(
     let call = CallFacts::default();
     request.extensions_mut().insert(call.clone());
     let response = next.run(request).await;
-    if !recorder.captures_bodies() {
+    let mut capture_bodies = recorder.captures_bodies();
+    call.with(|f| {
+        if let Some(capture) = f.capture {
+            capture_bodies = capture == Capture::Full;
+        }
+    });
+    if !capture_bodies {
         // Not kept: only its size, and the bytes go now rather than with the response.
         call.with(|f| {
             if let Some(body) = f.request_body.take() {
@@ -168,7 +181,6 @@ pub(crate) async fn record_call(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let draft = Draft {
-        id: uuid::Uuid::now_v7(),
         method,
         path,
         client,
@@ -178,7 +190,7 @@ pub(crate) async fn record_call(
         status: response.status().as_u16(),
         event_stream,
         facts: Facts::default(),
-        capture_bodies: recorder.captures_bodies(),
+        capture_bodies,
         response: Frames::default(),
         cut: None,
         shed: Vec::new(),
@@ -251,14 +263,15 @@ impl RecordBody {
         });
         let frames = &mut draft.response;
         frames.bytes += data.len() as u64;
-        if draft.event_stream {
+        if draft.event_stream && frames.offsets_ms.len() < MAX_OFFSETS {
             frames
                 .offsets_ms
                 .push(now.duration_since(first).as_millis() as u64);
         }
-        if draft.capture_bodies && !frames.truncated {
-            let kept: usize = frames.kept.iter().map(Bytes::len).sum();
-            if kept + data.len() <= self.recorder.max_body_bytes() {
+        // An error's body is kept whatever the capture: it is the call's outcome, not content.
+        if (draft.capture_bodies || draft.status >= 400) && !frames.truncated {
+            if frames.kept_bytes + data.len() <= self.recorder.max_body_bytes() {
+                frames.kept_bytes += data.len();
                 frames.kept.push(data.clone());
             } else {
                 frames.truncated = true;

@@ -9,9 +9,9 @@
 //! - assemble.rs: a streamed chat completion rebuilt from its events;
 //! - record.rs: the record's type, version 1 (docs/RECORDS.md, docs/record.schema.json);
 //! - query.rs, export.rs: reading records back (the admin API, `aigw records export`);
-//! - sink.rs: shipping the log to NATS JetStream, each sink from its own cursor.
+//! - sink.rs: shipping the log to NATS JetStream and Kafka, each sink from its own cursor.
 //!
-//! Not yet: the Kafka sink and capture per key and model (issue "Request records").
+//! Not yet: capture per key (issue "Request records").
 //!
 //! This is an engine: it never imports a handler (openai/, passthrough/, admin/) or state.rs.
 

@@ -8,11 +8,14 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The format's version; a reader refuses a record with another.
 pub const VERSION: u8 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Bodies are kept as the JSON text they were (`RawValue`): a record is written without
+/// parsing them into a tree and serialising that again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// Always [`VERSION`].
     pub v: u8,
@@ -90,26 +93,26 @@ pub struct Attempt {
 }
 
 /// What the client sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     /// `full`, `metadata` (no body kept) or `truncated` (cut at `records.max_body_bytes`).
     pub capture: String,
     /// Its size in bytes.
     pub bytes: u64,
     /// The body as sent (JSON), when captured.
-    pub body: Option<Value>,
+    pub body: Option<Box<RawValue>>,
     /// What was sent upstream, when it differs beyond the model's name (masked by safety).
-    pub upstream_body: Option<Value>,
+    pub upstream_body: Option<Box<RawValue>>,
 }
 
 /// What the client received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
     /// As for the request.
     pub capture: String,
     pub bytes: u64,
     /// Non-streaming: the body; streaming: the assembled completion (records/assemble.rs).
-    pub body: Option<Value>,
+    pub body: Option<Box<RawValue>>,
     /// For a stream: its chunks and their timing.
     pub stream: Option<StreamTiming>,
 }
@@ -169,6 +172,10 @@ mod tests {
 
     use super::*;
 
+    fn raw(value: Value) -> Box<RawValue> {
+        RawValue::from_string(value.to_string()).unwrap()
+    }
+
     fn sample() -> Record {
         Record {
             v: VERSION,
@@ -203,13 +210,15 @@ mod tests {
             request: Request {
                 capture: "full".into(),
                 bytes: 80,
-                body: Some(json!({"model": "chat-default", "messages": [], "stream": true})),
+                body: Some(raw(
+                    json!({"model": "chat-default", "messages": [], "stream": true}),
+                )),
                 upstream_body: None,
             },
             response: Response {
                 capture: "full".into(),
                 bytes: 400,
-                body: Some(json!({"object": "chat.completion"})),
+                body: Some(raw(json!({"object": "chat.completion"}))),
                 stream: Some(StreamTiming {
                     chunks: 3,
                     offsets_ms: vec![0, 20, 41],
@@ -309,6 +318,10 @@ mod tests {
         let line = serde_json::to_string(&sample()).unwrap();
         assert!(!line.contains('\n'), "one record, one line");
         let read: Record = serde_json::from_str(&line).unwrap();
-        assert_eq!(read, sample());
+        assert_eq!(serde_json::to_string(&read).unwrap(), line);
+        assert_eq!(
+            read.request.body.unwrap().get(),
+            r#"{"messages":[],"model":"chat-default","stream":true}"#
+        );
     }
 }

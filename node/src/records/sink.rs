@@ -8,7 +8,9 @@
 //! its durable end, so a cursor past it would skip new records.
 //!
 //! Kinds: NATS JetStream (each record published with `Nats-Msg-Id` = its id, so JetStream's
-//! duplicate window drops a resend). Kafka is not built yet.
+//! duplicate window drops a resend); Kafka (produced keyed by the key's id, so one key's records
+//! stay in order on one partition, the id in the `aigw-record-id` header for consumers to
+//! deduplicate: Kafka has no broker-side deduplication without idempotent producers).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -120,6 +122,7 @@ pub(crate) fn start(
         let cursor = read_cursor(&cursor_file)?;
         let kind = match &sink.kind {
             SinkKind::Nats { .. } => "nats",
+            SinkKind::Kafka { .. } => "kafka",
         };
         let state = Arc::new(SinkState {
             name: sink.name.clone(),
@@ -239,10 +242,19 @@ async fn run(
             lost(&state, cursor, first.seq);
         }
         if publisher.is_none() {
-            match Publisher::connect(&kind).await {
-                Ok(connected) => publisher = Some(connected),
-                Err(error) => {
+            match tokio::time::timeout(ACK_TIMEOUT, Publisher::connect(&kind)).await {
+                Ok(Ok(connected)) => publisher = Some(connected),
+                Ok(Err(error)) => {
                     fail(&state, error, &mut backoff).await;
+                    continue;
+                }
+                Err(_) => {
+                    fail(
+                        &state,
+                        "no answer from the broker in time".into(),
+                        &mut backoff,
+                    )
+                    .await;
                     continue;
                 }
             }
@@ -250,14 +262,24 @@ async fn run(
         let Some(connected) = publisher.as_ref() else {
             continue;
         };
-        if let Err(error) = connected.send(&batch).await {
+        let sent = tokio::time::timeout(ACK_TIMEOUT, connected.send(&batch))
+            .await
+            .unwrap_or_else(|_| Err("no acknowledgement from the broker in time".into()));
+        if let Err(error) = sent {
             // A fresh connection next time; what was sent is sent again, by id.
             publisher = None;
             fail(&state, error, &mut backoff).await;
             continue;
         }
         backoff = BACKOFF_MIN;
-        *state.error.lock() = None;
+        if let Some(error) = state.error.lock().take() {
+            tracing::info!(
+                sink = %state.name,
+                %error,
+                lag_records = on_disk.saturating_sub(last + 1),
+                "a records sink ships again after a failure"
+            );
+        }
         state
             .shipped
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -291,8 +313,12 @@ async fn fail(state: &SinkState, error: String, backoff: &mut Duration) {
 /// A connection to a sink's broker.
 enum Publisher {
     Nats {
-        jetstream: async_nats::jetstream::Context,
+        jetstream: Box<async_nats::jetstream::Context>,
         subject: String,
+    },
+    Kafka {
+        /// One client per partition of the topic, by partition number.
+        partitions: Vec<rskafka::client::partition::PartitionClient>,
     },
 }
 
@@ -325,8 +351,56 @@ impl Publisher {
                     .await
                     .map_err(|e| format!("cannot find or create the stream {stream}: {e}"))?;
                 Ok(Self::Nats {
-                    jetstream,
+                    jetstream: Box::new(jetstream),
                     subject: subject.clone(),
+                })
+            }
+            SinkKind::Kafka {
+                brokers,
+                topic,
+                partitions,
+            } => {
+                use rskafka::client::partition::UnknownTopicHandling;
+                let client = rskafka::client::ClientBuilder::new(brokers.clone())
+                    .client_id("aigw-records")
+                    // rskafka retries for ever by default: give up, report, and retry from
+                    // this sink's own loop instead.
+                    .backoff_config(rskafka::BackoffConfig {
+                        deadline: Some(Duration::from_secs(5)),
+                        max_backoff: BACKOFF_MAX,
+                        ..Default::default()
+                    })
+                    .build()
+                    .await
+                    .map_err(|e| format!("cannot connect to Kafka at {brokers:?}: {e}"))?;
+                let topics = client
+                    .list_topics()
+                    .await
+                    .map_err(|e| format!("cannot list Kafka's topics: {e}"))?;
+                let count = match topics.iter().find(|t| &t.name == topic) {
+                    Some(found) => found.partitions.len() as i32,
+                    None => {
+                        let controller = client
+                            .controller_client()
+                            .map_err(|e| format!("no Kafka controller: {e}"))?;
+                        controller
+                            .create_topic(topic.clone(), *partitions, 1, 5_000)
+                            .await
+                            .map_err(|e| format!("cannot create the topic {topic}: {e}"))?;
+                        *partitions
+                    }
+                };
+                let mut clients = Vec::new();
+                for partition in 0..count.max(1) {
+                    clients.push(
+                        client
+                            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                            .await
+                            .map_err(|e| format!("cannot reach {topic}/{partition}: {e}"))?,
+                    );
+                }
+                Ok(Self::Kafka {
+                    partitions: clients,
                 })
             }
         }
@@ -359,6 +433,46 @@ impl Publisher {
                 }
                 Ok(())
             }
+            Self::Kafka { partitions } => {
+                // One key's records go to one partition, in order.
+                let mut by_partition: Vec<Vec<rskafka::record::Record>> =
+                    partitions.iter().map(|_| Vec::new()).collect();
+                for out in batch {
+                    let partition = out.key.as_deref().map_or(0, |key| {
+                        (fnv1a(key.as_bytes()) % partitions.len() as u32) as usize
+                    });
+                    let mut headers = std::collections::BTreeMap::new();
+                    headers.insert("aigw-record-id".to_owned(), out.id.clone().into_bytes());
+                    by_partition[partition].push(rskafka::record::Record {
+                        key: out.key.as_ref().map(|k| k.clone().into_bytes()),
+                        value: Some(out.line.to_vec()),
+                        headers,
+                        timestamp: chrono::DateTime::from_timestamp_millis(now_ms() as i64)
+                            .unwrap_or_default(),
+                    });
+                }
+                for (client, records) in partitions.iter().zip(by_partition) {
+                    if records.is_empty() {
+                        continue;
+                    }
+                    client
+                        .produce(
+                            records,
+                            rskafka::client::partition::Compression::NoCompression,
+                        )
+                        .await
+                        .map_err(|e| format!("producing to Kafka: {e}"))?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// A stable hash of a key id to pick its partition (FNV-1a: the same on every node and
+/// every version, unlike the standard library's hasher).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }

@@ -15,6 +15,7 @@ use aigw_config::{Capture, RecordsSettings};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -30,6 +31,8 @@ use super::sink::{self, SinkState, SinkView};
 const QUEUE: usize = 4096;
 /// Drafts without bodies, when the first queue is full.
 const METADATA_QUEUE: usize = 16_384;
+/// How often the writer takes what the queues hold.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The node's recorder; cheap to clone. Disabled (`records.enabled = false`): records nothing.
 #[derive(Clone)]
@@ -172,10 +175,21 @@ async fn write_records(
             Err(error) => tracing::error!(%error, "cannot serialise a record"),
         }
     };
+    // The queues are drained every DRAIN rather than awaited: a producer then never wakes this
+    // task (a cross-thread wake and a futex call per record otherwise), and the log gets its
+    // lines in batches. Records wait at most DRAIN more, well inside the fsync interval.
+    let mut drain = tokio::time::interval(DRAIN);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            Some(draft) = full.recv() => write(draft),
-            Some(draft) = metadata.recv() => write(draft),
+            _ = drain.tick() => {
+                while let Ok(draft) = full.try_recv() {
+                    write(draft);
+                }
+                while let Ok(draft) = metadata.try_recv() {
+                    write(draft);
+                }
+            }
             () = inner.close.notified() => break,
         }
     }
@@ -211,12 +225,25 @@ fn endpoint(method: &str, path: &str) -> String {
     }
 }
 
-/// A body kept whole, parsed; cut, as the text it has.
-fn body_value(bytes: &[u8], truncated: bool) -> Value {
-    if !truncated && let Ok(value) = serde_json::from_slice(bytes) {
-        return value;
+/// A body as the record keeps it: JSON on one line, as it came when it can be (no tree built),
+/// minified when it had line breaks; cut (or not JSON), as a JSON string of the text it has.
+fn raw_body(bytes: &[u8], truncated: bool) -> Box<RawValue> {
+    if !truncated {
+        if memchr::memchr2(b'\n', b'\r', bytes).is_none()
+            && let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(bytes)
+        {
+            return raw;
+        }
+        if let Ok(value) = serde_json::from_slice::<Value>(bytes)
+            && let Ok(raw) = serde_json::value::to_raw_value(&value)
+        {
+            return raw;
+        }
     }
-    Value::String(String::from_utf8_lossy(bytes).into_owned())
+    let text = String::from_utf8_lossy(bytes);
+    serde_json::value::to_raw_value(&text).unwrap_or_else(|_| {
+        RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!())
+    })
 }
 
 fn usage_from(value: &Value) -> Option<Usage> {
@@ -233,10 +260,19 @@ fn usage_from(value: &Value) -> Option<Usage> {
     })
 }
 
+/// The `usage` of a response body, read without building the rest of it.
+fn usage_of(bytes: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Value>,
+    }
+    let usage = serde_json::from_slice::<WithUsage>(bytes).ok()?.usage?;
+    usage_from(&serde_json::json!({ "usage": usage }))
+}
+
 /// The record of a call, built off the request path.
 pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
     let Draft {
-        id,
         method,
         path,
         client,
@@ -262,7 +298,7 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
             Request {
                 capture: if truncated { "truncated" } else { "full" }.into(),
                 bytes: request_bytes,
-                body: Some(body_value(kept, truncated)),
+                body: Some(raw_body(kept, truncated)),
                 upstream_body: None,
             }
         }
@@ -274,8 +310,6 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         },
     };
     let response_bytes: Vec<u8> = frames.kept.concat();
-    let kept_all =
-        capture_bodies && !frames.truncated && frames.bytes == response_bytes.len() as u64;
     let mut response_usage = None;
     let mut error = None;
     let (body, stream) = if event_stream {
@@ -292,7 +326,9 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         let (chunks, unreadable) = assembler.counts();
         let completion = assembler.completion();
         response_usage = usage_from(&completion);
-        let body = (capture_bodies && !response_bytes.is_empty()).then_some(completion);
+        let body = (capture_bodies && !response_bytes.is_empty())
+            .then(|| serde_json::value::to_raw_value(&completion).ok())
+            .flatten();
         let timing = StreamTiming {
             chunks: if capture_bodies {
                 chunks
@@ -304,19 +340,24 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
             done: assembler.done(),
         };
         (body, Some(timing))
-    } else if capture_bodies && !response_bytes.is_empty() {
-        let value = body_value(&response_bytes, !kept_all);
-        response_usage = usage_from(&value);
+    } else if !response_bytes.is_empty() {
+        // Kept for an error whatever the capture; otherwise only when bodies are captured.
+        let whole = !frames.truncated && frames.bytes == response_bytes.len() as u64;
         if status >= 400 {
-            error = Some(value.get("error").cloned().unwrap_or_else(|| value.clone()));
+            error = Some(match serde_json::from_slice::<Value>(&response_bytes) {
+                Ok(value) => value.get("error").cloned().unwrap_or(value),
+                Err(_) => Value::String(String::from_utf8_lossy(&response_bytes).into_owned()),
+            });
+        } else if facts.usage.is_none() && whole {
+            response_usage = usage_of(&response_bytes);
         }
-        (Some(value), None)
+        (
+            capture_bodies.then(|| raw_body(&response_bytes, !whole)),
+            None,
+        )
     } else {
         (None, None)
     };
-    if status >= 400 && error.is_none() && !event_stream && !response_bytes.is_empty() {
-        error = Some(body_value(&response_bytes, !kept_all));
-    }
     let response = Response {
         capture: if !capture_bodies {
             "metadata"
@@ -330,6 +371,8 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         body,
         stream,
     };
+    // UUIDv7 from the call's arrival and a thread-local generator (no system call per record).
+    let id = uuid::Builder::from_unix_timestamp_millis(received_ms, &rand::random()).into_uuid();
     Record {
         v: VERSION,
         id: id.to_string(),
