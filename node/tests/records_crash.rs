@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const FSYNC: Duration = Duration::from_millis(20);
-/// fsync interval + the writer's drain (10 ms) + room for a loaded machine.
-const BOUND: Duration = Duration::from_millis(20 + 10 + 300);
+/// fsync interval + the writer's drain (10 ms) + room for a loaded machine (a slow fsync).
+const BOUND: Duration = Duration::from_millis(20 + 10 + 1000);
 const CLIENTS: usize = 8;
 
 /// Starts `aigw serve` on `config`; returns the child and its API address.
@@ -118,7 +118,7 @@ async fn a_kill_9_loses_at_most_the_last_fsync_interval_and_no_record_is_written
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     child.kill().unwrap(); // SIGKILL
     let killed = Instant::now();
     let _ = child.wait();
