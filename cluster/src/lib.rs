@@ -34,7 +34,8 @@ pub use model::{
     SettingsDoc,
 };
 pub use node::{
-    ClusterError, ClusterNode, ClusterOptions, ClusterStatus, ClusterTiming, MemberStatus, unix_now,
+    ClusterError, ClusterNode, ClusterOptions, ClusterStatus, ClusterTiming, MemberStatus,
+    unix_now, unix_now_ms,
 };
 pub use raft::NodeId;
 pub use raft::store::StoreError;

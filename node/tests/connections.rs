@@ -22,11 +22,10 @@ const ADMIN_TOKEN: &str = "admin-token-for-connection-tests";
 /// (returned to keep it serving).
 async fn node_with_server(server: &str) -> (RunningNode, MockServer) {
     let mock = mock(MockBehavior::default()).await;
-    let ip = loopback();
-    let text = config_text(&mock.addr().to_string(), server, "").replace(
-        "api_listen = \"127.0.0.1:0\"",
-        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
-    ) + &format!("\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n");
+    let text = with_admin(
+        &config_text(&mock.addr().to_string(), server, ""),
+        ADMIN_TOKEN,
+    );
     (node_with(&text).await, mock)
 }
 

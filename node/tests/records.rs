@@ -17,13 +17,8 @@ use serde_json::{Value, json};
 const ADMIN_TOKEN: &str = "records-admin-token";
 
 fn records_config(upstream: &str, records: &str) -> String {
-    let ip = loopback();
-    config_text(upstream, "", "").replace(
-        "api_listen = \"127.0.0.1:0\"",
-        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
-    ) + &format!(
-        "\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[records]\nfsync_interval = \"5ms\"\n{records}\n"
-    )
+    with_admin(&config_text(upstream, "", ""), ADMIN_TOKEN)
+        + &format!("\n[records]\nfsync_interval = \"5ms\"\n{records}\n")
 }
 
 /// The records `GET /admin/v1/records{query}` answers, waiting (bounded) for `count`.

@@ -6,9 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,34 +21,6 @@ const FSYNC: Duration = Duration::from_millis(20);
 /// fsync interval + the writer's drain (10 ms) + room for a loaded machine (a slow fsync).
 const BOUND: Duration = Duration::from_millis(20 + 10 + 1000);
 const CLIENTS: usize = 8;
-
-/// Starts `aigw serve` on `config`; returns the child and its API address.
-fn spawn_aigw(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aigw"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("UPSTREAM_KEY", UPSTREAM_KEY)
-        .env("AIGW_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.split("api_addr=").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("aigw did not report its address");
-    (child, addr)
-}
 
 async fn wait_exit(child: &mut Child) {
     for _ in 0..400 {
@@ -87,7 +57,7 @@ async fn a_kill_9_loses_at_most_the_last_fsync_interval_and_no_record_is_written
     let config = dir.path().join("aigw.toml");
     std::fs::write(&config, &text).unwrap();
 
-    let (mut child, addr) = spawn_aigw(&config);
+    let (mut child, addr) = spawn_aigw_at(&config);
     // Each client's calls, by their `user`, with when the answer was read whole.
     let acked: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -134,7 +104,7 @@ async fn a_kill_9_loses_at_most_the_last_fsync_interval_and_no_record_is_written
     );
 
     // Started again on the same data dir (a torn last line is cut), then stopped gracefully.
-    let (mut again, _addr) = spawn_aigw(&config);
+    let (mut again, _addr) = spawn_aigw_at(&config);
     let status = Command::new("kill")
         .args(["-TERM", &again.id().to_string()])
         .status()

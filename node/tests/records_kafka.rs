@@ -50,17 +50,6 @@ async fn wait_listening(port: u16, within: Duration) {
     panic!("no Kafka broker on port {port}");
 }
 
-async fn sink_view(node: &RunningNode) -> Value {
-    let view: Value = admin_request(node, ADMIN_TOKEN, reqwest::Method::GET, "/records/sinks")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    view["sinks"][0].clone()
-}
-
 async fn calls(node: &RunningNode, count: usize) {
     for key in [KEY, LIMITED_KEY] {
         let model = if key == KEY {
@@ -98,15 +87,12 @@ async fn every_record_reaches_kafka_across_a_broker_restart() {
     let topic = format!("test-records-{:08x}", rand::random::<u32>());
 
     let mock = mock(MockBehavior::default()).await;
-    let ip = loopback();
-    let text = config_text(&mock.addr().to_string(), "", "").replace(
-        "api_listen = \"127.0.0.1:0\"",
-        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
-    ) + &format!(
-        "\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[records]\nfsync_interval = \"5ms\"\n\n\
+    let text = with_admin(&config_text(&mock.addr().to_string(), "", ""), ADMIN_TOKEN)
+        + &format!(
+            "\n[records]\nfsync_interval = \"5ms\"\n\n\
          [[records.sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\n\
          topic = \"{topic}\"\npartitions = {PARTITIONS}\n"
-    );
+        );
     let dir = fresh_data_dir();
     let node = node_in(&text, &dir).await;
 
@@ -119,28 +105,20 @@ async fn every_record_reaches_kafka_across_a_broker_restart() {
         started.elapsed() < Duration::from_secs(30),
         "calls did not wait for the broker"
     );
-    let mut behind = Value::Null;
-    for _ in 0..300 {
-        behind = sink_view(&node).await;
-        if behind["lag_records"].as_u64().unwrap_or(0) > 0 && behind["error"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let behind = sink_until(&node, ADMIN_TOKEN, Duration::from_secs(30), |sink| {
+        sink["lag_records"].as_u64().unwrap_or(0) > 0 && sink["error"].is_string()
+    })
+    .await;
     assert!(behind["lag_records"].as_u64().unwrap() > 0, "{behind}");
     assert!(behind["error"].is_string(), "{behind}");
 
     // Back on its data: the sink catches up from its cursor.
     kafka_up(&["start", &port.to_string()]);
     calls(&node, CALLS / 3).await;
-    let mut view = Value::Null;
-    for _ in 0..1200 {
-        view = sink_view(&node).await;
-        if view["lag_records"] == 0 && view["cursor"].as_u64() == Some(CALLS as u64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let view = sink_until(&node, ADMIN_TOKEN, Duration::from_secs(120), |sink| {
+        sink["lag_records"] == 0 && sink["cursor"].as_u64() == Some(CALLS as u64)
+    })
+    .await;
     assert_eq!(view["lag_records"], 0, "{view}");
     assert_eq!(view["cursor"], CALLS as u64, "{view}");
     assert_eq!(view["lost"], 0, "{view}");

@@ -83,17 +83,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn sink_view(node: &RunningNode) -> Value {
-    let view: Value = admin_request(node, ADMIN_TOKEN, reqwest::Method::GET, "/records/sinks")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    view["sinks"][0].clone()
-}
-
 async fn calls(node: &RunningNode, count: usize) {
     let body = json!({"model": "chat-default", "messages": user_message()});
     let batch = (0..count).map(|_| chat(node, KEY, body.clone()));
@@ -123,15 +112,12 @@ async fn every_record_reaches_jetstream_across_a_broker_restart() {
     let mut nats = Some(Nats::start(&binary, port, store.path()).await);
 
     let mock = mock(MockBehavior::default()).await;
-    let ip = loopback();
-    let text = config_text(&mock.addr().to_string(), "", "").replace(
-        "api_listen = \"127.0.0.1:0\"",
-        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
-    ) + &format!(
-        "\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[records]\nfsync_interval = \"5ms\"\n\n\
+    let text = with_admin(&config_text(&mock.addr().to_string(), "", ""), ADMIN_TOKEN)
+        + &format!(
+            "\n[records]\nfsync_interval = \"5ms\"\n\n\
          [[records.sinks]]\nname = \"js\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\n\
          subject = \"test.records\"\nstream = \"TEST_RECORDS\"\n"
-    );
+        );
     let dir = fresh_data_dir();
     let node = node_in(&text, &dir).await;
 
@@ -148,14 +134,10 @@ async fn every_record_reaches_jetstream_across_a_broker_restart() {
         started.elapsed() < Duration::from_secs(30),
         "calls did not wait for the broker"
     );
-    let mut behind = Value::Null;
-    for _ in 0..100 {
-        behind = sink_view(&node).await;
-        if behind["lag_records"].as_u64().unwrap_or(0) > 0 && behind["error"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let behind = sink_until(&node, ADMIN_TOKEN, Duration::from_secs(5), |sink| {
+        sink["lag_records"].as_u64().unwrap_or(0) > 0 && sink["error"].is_string()
+    })
+    .await;
     assert!(behind["lag_records"].as_u64().unwrap() > 0, "{behind}");
     assert!(behind["error"].is_string(), "{behind}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -165,14 +147,10 @@ async fn every_record_reaches_jetstream_across_a_broker_restart() {
     for _ in 0..(CALLS / 3 / 25) {
         calls(&node, 25).await;
     }
-    let mut view = Value::Null;
-    for _ in 0..600 {
-        view = sink_view(&node).await;
-        if view["lag_records"] == 0 && view["cursor"].as_u64() == Some(CALLS as u64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let view = sink_until(&node, ADMIN_TOKEN, Duration::from_secs(30), |sink| {
+        sink["lag_records"] == 0 && sink["cursor"].as_u64() == Some(CALLS as u64)
+    })
+    .await;
     assert_eq!(view["lag_records"], 0, "{view}");
     assert_eq!(view["cursor"], CALLS as u64, "{view}");
     assert_eq!(view["error"], Value::Null, "{view}");

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use aigw_jepsen::mock::MockBehavior;
@@ -16,29 +15,7 @@ fn spawn_aigw(text: &str) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aigw.toml");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aigw"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("UPSTREAM_KEY", UPSTREAM_KEY)
-        .env("AIGW_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.split("api_addr=").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("aigw did not report its address");
+    let (child, addr) = spawn_aigw_at(&path);
     (child, addr, dir)
 }
 

@@ -329,11 +329,7 @@ async fn applied_by_node(cluster: &ClusterNode, me: NodeId) -> BTreeMap<NodeId, 
 }
 
 /// This node's clock in ms since the epoch, which plans are read by.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use aigw_cluster::unix_now_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
-//! One call's record as it is gathered on the request path: what the handler knows
-//! ([`CallFacts`], put on the response as an extension), what the records layer sees (the
-//! request line, the client, the status, the timings, the response's frames), handed to the
+//! One call's record as it is gathered on the request path: what the handlers know
+//! ([`CallFacts`], put in the request's extensions by the records layer), what the layer sees
+//! (the request line, the client, the status, the timings, the response's frames), handed to the
 //! recorder as a [`Draft`] when the response body ends or the client leaves.
 //!
 //! The request path only keeps what it already holds: the body bytes the handler read and the
@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aigw_config::Capture;
 use axum::body::Body;
@@ -23,21 +22,14 @@ use http_body::{Body as _, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::record::{Upload, Usage};
+use super::record::Usage;
 use super::writer::Recorder;
+use crate::proxy::Tried;
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use aigw_cluster::unix_now_ms as now_ms;
 
 /// A stream's chunk times kept at most (8 bytes each); a longer stream's record has the first.
 const MAX_OFFSETS: usize = 100_000;
-
-/// One upstream attempt, as the proxy saw it.
-pub(crate) use crate::proxy::Tried as AttemptFact;
 
 /// What the handlers know about a call: the records layer puts one in the request's
 /// extensions, the key's authentication and the handler fill it (the usage settlement too, when
@@ -49,12 +41,11 @@ pub(crate) struct CallFacts(Arc<Mutex<Facts>>);
 pub(crate) struct Facts {
     pub key: Option<(String, String)>,
     pub model: Option<String>,
-    pub attempts: Vec<AttemptFact>,
+    pub attempts: Vec<Tried>,
     /// The request body as the handler read it (JSON endpoints).
     pub request_body: Option<Bytes>,
     /// Its size, when the body itself is not kept.
     pub request_bytes: u64,
-    pub uploads: Vec<Upload>,
     pub usage: Option<Usage>,
     /// When the upstream's response head arrived (unix ms).
     pub response_head_ms: Option<u64>,
@@ -74,7 +65,7 @@ impl CallFacts {
     }
 
     /// The call was forwarded: its attempts and the time its answer's head came.
-    pub fn forwarded(&self, attempts: Vec<AttemptFact>) {
+    pub fn forwarded(&self, attempts: Vec<Tried>) {
         self.with(|f| {
             f.attempts = attempts;
             f.response_head_ms = Some(now_ms());
@@ -113,9 +104,10 @@ pub(crate) struct Frames {
 
 /// A finished call, for the recorder's writer task.
 pub(crate) struct Draft {
-    pub method: String,
-    pub path: String,
-    pub client: String,
+    pub method: http::Method,
+    /// Cloned from the request (its bytes are shared, not copied); the writer takes the path.
+    pub uri: http::Uri,
+    pub client: ClientAddress,
     pub received_ms: u64,
     pub first_byte_ms: Option<u64>,
     pub end_ms: u64,
@@ -154,9 +146,9 @@ pub(crate) async fn record_call(
     }
     let received_ms = now_ms();
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
-    let client = client_address(&request);
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let client = ClientAddress::of(&request);
     let mut request = request;
     let call = CallFacts::default();
     request.extensions_mut().insert(call.clone());
@@ -166,15 +158,11 @@ pub(crate) async fn record_call(
         if let Some(capture) = f.capture {
             capture_bodies = capture == Capture::Full;
         }
+        if !capture_bodies && let Some(body) = f.request_body.take() {
+            // Not kept: only its size, and the bytes go now rather than with the response.
+            f.request_bytes = body.len() as u64;
+        }
     });
-    if !capture_bodies {
-        // Not kept: only its size, and the bytes go now rather than with the response.
-        call.with(|f| {
-            if let Some(body) = f.request_body.take() {
-                f.request_bytes = body.len() as u64;
-            }
-        });
-    }
     let event_stream = response
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -182,7 +170,7 @@ pub(crate) async fn record_call(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let draft = Draft {
         method,
-        path,
+        uri,
         client,
         received_ms,
         first_byte_ms: None,
@@ -205,32 +193,46 @@ pub(crate) async fn record_call(
         recorder,
         started,
         first: None,
-        ended: false,
     };
     Response::from_parts(parts, Body::new(body))
 }
 
-/// The client's address: the peer's, or the first `X-Forwarded-For` hop when the peer is a
-/// trusted proxy.
-fn client_address(request: &Request) -> String {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
-    let trusted = request
-        .extensions()
-        .get::<crate::proxy::forwarded::ClientPeer>()
-        .is_some_and(|p| p.trusted_proxy);
-    if trusted
-        && let Some(first) = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-    {
-        return first.trim().to_owned();
+/// The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy,
+/// else the peer's. Written out as text by the writer, off the request path.
+pub(crate) enum ClientAddress {
+    Forwarded(String),
+    Peer(Option<SocketAddr>),
+}
+
+impl ClientAddress {
+    fn of(request: &Request) -> Self {
+        let trusted = request
+            .extensions()
+            .get::<crate::proxy::forwarded::ClientPeer>()
+            .is_some_and(|p| p.trusted_proxy);
+        if trusted
+            && let Some(first) = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+        {
+            return Self::Forwarded(first.trim().to_owned());
+        }
+        Self::Peer(
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        )
     }
-    peer.unwrap_or_default()
+
+    pub fn into_text(self) -> String {
+        match self {
+            Self::Forwarded(text) => text,
+            Self::Peer(peer) => peer.map(|p| p.to_string()).unwrap_or_default(),
+        }
+    }
 }
 
 /// The response body on its way to the client, its frames kept (up to the bound) for the
@@ -244,8 +246,6 @@ struct RecordBody {
     recorder: Recorder,
     started: Instant,
     first: Option<Instant>,
-    /// The inner body said it was at its end: hyper may drop it without polling further.
-    ended: bool,
     /// The body's length, when known up front: hyper stops polling once it has that many.
     length: Option<u64>,
 }
@@ -308,7 +308,6 @@ impl http_body::Body for RecordBody {
                 if let Some(data) = frame.data_ref() {
                     this.keep(data);
                 }
-                this.ended = this.inner.as_ref().is_none_or(|b| b.is_end_stream());
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
@@ -339,10 +338,11 @@ impl http_body::Body for RecordBody {
 
 impl Drop for RecordBody {
     fn drop(&mut self) {
+        // hyper may drop a body without polling past its last frame: one that says it is at
+        // its end, or one whose known length has all been sent.
         let sent = self.draft.as_ref().map_or(0, |d| d.response.bytes);
-        let complete = self.ended
-            || self.length == Some(sent)
-            || self.inner.as_ref().is_none_or(|b| b.is_end_stream());
+        let complete =
+            self.length == Some(sent) || self.inner.as_ref().is_none_or(|b| b.is_end_stream());
         if let Some(draft) = self.draft.as_mut()
             && !complete
         {

@@ -210,24 +210,11 @@ async fn run(
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || read_batch(&dir, cursor, on_disk)).await
         };
-        let batch = match read {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(error)) => {
-                fail(
-                    &state,
-                    format!("reading the records log: {error}"),
-                    &mut backoff,
-                )
-                .await;
-                continue;
-            }
+        let batch = match read.map_err(io::Error::other).and_then(|read| read) {
+            Ok(batch) => batch,
             Err(error) => {
-                fail(
-                    &state,
-                    format!("reading the records log: {error}"),
-                    &mut backoff,
-                )
-                .await;
+                let error = format!("reading the records log: {error}");
+                fail(&state, error, &mut backoff).await;
                 continue;
             }
         };
@@ -242,19 +229,13 @@ async fn run(
             lost(&state, cursor, first.seq);
         }
         if publisher.is_none() {
-            match tokio::time::timeout(ACK_TIMEOUT, Publisher::connect(&kind)).await {
-                Ok(Ok(connected)) => publisher = Some(connected),
-                Ok(Err(error)) => {
+            let connected = tokio::time::timeout(ACK_TIMEOUT, Publisher::connect(&kind))
+                .await
+                .unwrap_or_else(|_| Err("no answer from the broker in time".into()));
+            match connected {
+                Ok(connected) => publisher = Some(connected),
+                Err(error) => {
                     fail(&state, error, &mut backoff).await;
-                    continue;
-                }
-                Err(_) => {
-                    fail(
-                        &state,
-                        "no answer from the broker in time".into(),
-                        &mut backoff,
-                    )
-                    .await;
                     continue;
                 }
             }
@@ -406,7 +387,7 @@ impl Publisher {
         }
     }
 
-    /// Sends a batch and waits for every acknowledgement.
+    /// Sends a batch and waits for every acknowledgement (the caller bounds the wait).
     async fn send(&self, batch: &[Outgoing]) -> Result<(), String> {
         match self {
             Self::Nats { jetstream, subject } => {
@@ -425,11 +406,8 @@ impl Publisher {
                     acks.push(ack);
                 }
                 for ack in acks {
-                    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(format!("NATS did not take a record: {e}")),
-                        Err(_) => return Err("no acknowledgement from NATS in time".into()),
-                    }
+                    ack.await
+                        .map_err(|e| format!("NATS did not take a record: {e}"))?;
                 }
                 Ok(())
             }

@@ -138,7 +138,7 @@ impl Recorder {
     }
 
     /// Writes every record handed over so far, fsyncs, and stops the writer. Records handed
-    /// over later are lost (and counted).
+    /// over later are not written.
     pub async fn close(&self) {
         // The sinks resume from their cursors at the next start.
         for task in self.inner.sink_tasks.lock().drain(..) {
@@ -178,27 +178,23 @@ async fn write_records(
     // The queues are drained every DRAIN rather than awaited: a producer then never wakes this
     // task (a cross-thread wake and a futex call per record otherwise), and the log gets its
     // lines in batches. Records wait at most DRAIN more, well inside the fsync interval.
+    let mut take_all = || {
+        while let Ok(draft) = full.try_recv() {
+            write(draft);
+        }
+        while let Ok(draft) = metadata.try_recv() {
+            write(draft);
+        }
+    };
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = drain.tick() => {
-                while let Ok(draft) = full.try_recv() {
-                    write(draft);
-                }
-                while let Ok(draft) = metadata.try_recv() {
-                    write(draft);
-                }
-            }
+            _ = drain.tick() => take_all(),
             () = inner.close.notified() => break,
         }
     }
-    while let Ok(draft) = full.try_recv() {
-        write(draft);
-    }
-    while let Ok(draft) = metadata.try_recv() {
-        write(draft);
-    }
+    take_all();
     full.close();
     metadata.close();
     log.close().await
@@ -246,8 +242,9 @@ fn raw_body(bytes: &[u8], truncated: bool) -> Box<RawValue> {
     })
 }
 
-fn usage_from(value: &Value) -> Option<Usage> {
-    let usage = value.get("usage")?.as_object()?;
+/// Usage in OpenAI's shape (`prompt_tokens`, …) or the Responses API's (`input_tokens`, …).
+fn usage_from(usage: &Value) -> Option<Usage> {
+    let usage = usage.as_object()?;
     let number = |name: &str| usage.get(name).and_then(Value::as_u64);
     Some(Usage {
         input_tokens: number("prompt_tokens").or_else(|| number("input_tokens")),
@@ -266,15 +263,14 @@ fn usage_of(bytes: &[u8]) -> Option<Usage> {
     struct WithUsage {
         usage: Option<Value>,
     }
-    let usage = serde_json::from_slice::<WithUsage>(bytes).ok()?.usage?;
-    usage_from(&serde_json::json!({ "usage": usage }))
+    usage_from(&serde_json::from_slice::<WithUsage>(bytes).ok()?.usage?)
 }
 
 /// The record of a call, built off the request path.
 pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
     let Draft {
         method,
-        path,
+        uri,
         client,
         received_ms,
         first_byte_ms,
@@ -325,7 +321,7 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         }
         let (chunks, unreadable) = assembler.counts();
         let completion = assembler.completion();
-        response_usage = usage_from(&completion);
+        response_usage = completion.get("usage").and_then(usage_from);
         let body = (capture_bodies && !response_bytes.is_empty())
             .then(|| serde_json::value::to_raw_value(&completion).ok())
             .flatten();
@@ -377,9 +373,9 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         v: VERSION,
         id: id.to_string(),
         node,
-        endpoint: endpoint(&method, &path),
-        method,
-        path,
+        endpoint: endpoint(method.as_str(), uri.path()),
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
         timestamps: Timestamps {
             received_ms,
             response_head_ms: facts.response_head_ms,
@@ -387,7 +383,9 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
             end_ms,
         },
         key: facts.key.map(|(id, name)| KeyRef { id, name }),
-        client: Client { address: client },
+        client: Client {
+            address: client.into_text(),
+        },
         model: facts.model,
         attempts: facts
             .attempts
@@ -406,7 +404,8 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         error,
         request,
         response,
-        uploads: facts.uploads,
+        // Uploads' metadata is not gathered yet (issue 15): always empty.
+        uploads: Vec::new(),
         usage: facts.usage.or(response_usage).unwrap_or_default(),
         safety: Vec::new(),
         shed: shed.into_iter().map(str::to_owned).collect(),

@@ -175,3 +175,67 @@ pub fn admin_request(
         )
         .bearer_auth(token)
 }
+
+/// `text` (a [`config_text`]) on a fresh loopback address, with an admin listener and `token`.
+pub fn with_admin(text: &str, token: &str) -> String {
+    let ip = loopback();
+    text.replace(
+        "api_listen = \"127.0.0.1:0\"",
+        &format!("api_listen = \"{ip}:0\"\nadmin_listen = \"{ip}:0\""),
+    ) + &format!("\n[admin]\ntoken = \"{token}\"\n")
+}
+
+/// The node's first records sink as `GET /admin/v1/records/sinks` shows it, polled every
+/// 100 ms until `ready` holds or `within` has passed; the last view either way.
+pub async fn sink_until(
+    node: &RunningNode,
+    token: &str,
+    within: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let view: Value = admin_request(node, token, reqwest::Method::GET, "/records/sinks")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sink = view["sinks"][0].clone();
+        if ready(&sink) || tokio::time::Instant::now() >= deadline {
+            return sink;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the real binary, `aigw serve --config CONFIG`; the child and its API address, read
+/// from its log.
+pub fn spawn_aigw_at(config: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigw"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("UPSTREAM_KEY", UPSTREAM_KEY)
+        .env("AIGW_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.split("api_addr=").nth(1) {
+                let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("aigw did not report its address");
+    (child, addr)
+}
