@@ -123,6 +123,9 @@ pub struct KeyRecord {
     pub limits: KeyLimits,
     /// The MCP servers (`/v1/mcp/{server}`) this key may use; `None`: every one.
     pub mcp_servers: Option<Vec<String>>,
+    /// What the records of this key's calls keep of their bodies; `None`: the node's policy
+    /// (or the model's).
+    pub records: Option<aigw_config::Capture>,
 }
 
 /// How long a period budget lasts before it starts afresh.
@@ -305,6 +308,8 @@ pub struct KeyPatch {
     pub limits: Option<KeyLimits>,
     /// `Some(None)` lets the key use every MCP server.
     pub mcp_servers: Option<Option<Vec<String>>>,
+    /// `Some(None)` leaves the capture to the node and the model.
+    pub records: Option<Option<aigw_config::Capture>>,
 }
 
 /// The cluster-wide settings (upstreams, models) as a TOML document, stored as written:

@@ -87,6 +87,7 @@ pub fn bootstrap_command(bootstrap: &Bootstrap, settings_toml: String, now: u64)
                 revision: 0,
                 limits: key_limits(&k.limits),
                 mcp_servers: k.mcp_servers.clone(),
+                records: k.records,
             }
         })
         .collect();

@@ -136,6 +136,9 @@ impl StateMachineData {
                 if let Some(mcp_servers) = patch.mcp_servers {
                     key.mcp_servers = mcp_servers;
                 }
+                if let Some(records) = patch.records {
+                    key.records = records;
+                }
                 key.revision = index;
                 Outcome::Key(Box::new(key.clone()))
             }
@@ -359,6 +362,7 @@ mod tests {
             revision: 0,
             limits: Default::default(),
             mcp_servers: None,
+            records: None,
         }
     }
 

@@ -84,6 +84,7 @@ fn key(id: &str, secret: &str) -> KeyRecord {
         revision: 0,
         limits: Default::default(),
         mcp_servers: None,
+        records: None,
     }
 }
 

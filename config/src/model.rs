@@ -77,8 +77,10 @@ pub enum SinkKind {
     },
 }
 
-/// What a record keeps of a call's bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a record keeps of a call's bodies. Stored on keys in the cluster's state (bincode), so
+/// the variants' order is part of the on-disk format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Capture {
     /// The request and response bodies (up to `max_body_bytes`), and every field of metadata.
     Full,
@@ -611,6 +613,8 @@ pub struct KeySettings {
     /// The `[[bootstrap.mcp_servers]]` this key may use (declared, no duplicates); `None`:
     /// every one.
     pub mcp_servers: Option<Vec<String>>,
+    /// `records = "full" | "metadata"`: this key's capture policy, over the node's.
+    pub records: Option<Capture>,
 }
 
 /// `limits = {...}` of a bootstrap key; every field optional, every number greater than 0.

@@ -260,6 +260,7 @@ pub(crate) struct RawKey {
     #[serde(default)]
     pub(crate) limits: RawLimits,
     pub(crate) mcp_servers: Option<Spanned<Vec<Text>>>,
+    pub(crate) records: Option<Text>,
 }
 
 #[derive(Default, Deserialize)]

@@ -1109,6 +1109,10 @@ impl Validator<'_> {
             None => Some(None),
             Some(list) => self.key_mcp_servers(list, key, mcp_server_names),
         };
+        let records = match &raw.records {
+            None => Some(None),
+            Some(t) => self.capture(t, &format!("{key}.records")).map(Some),
+        };
         if !unique {
             return None;
         }
@@ -1118,6 +1122,7 @@ impl Validator<'_> {
             models: models?,
             limits: limits?,
             mcp_servers: mcp_servers?,
+            records: records?,
         })
     }
 

@@ -147,6 +147,7 @@ secret = "secret-one"
 name = "some"
 secret = "secret-two"
 models = ["n"]
+records = "metadata"
 "#
     ));
     let upstream = &config.bootstrap.upstreams[0];
@@ -165,6 +166,11 @@ models = ["n"]
     assert_eq!((m.targets[1].weight, m.targets[1].priority), (3, 2));
     assert_eq!(config.bootstrap.models[1].strategy, Strategy::Sticky);
     assert_eq!(config.bootstrap.keys[0].models, ModelAccess::All);
+    assert_eq!(config.bootstrap.keys[0].records, None);
+    assert_eq!(
+        config.bootstrap.keys[1].records,
+        Some(aigw_config::Capture::Metadata)
+    );
     let some = &config.bootstrap.keys[1].models;
     assert_eq!(*some, ModelAccess::Only(vec!["n".to_owned()]));
     assert!(some.allows("n") && !some.allows("m"));

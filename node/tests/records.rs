@@ -281,3 +281,93 @@ async fn a_model_can_keep_its_records_to_metadata() {
     assert_eq!(all[1]["response"]["body"], Value::Null);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_can_ask_for_bodies_and_the_stricter_of_key_and_model_wins() {
+    let mock = mock(MockBehavior::default()).await;
+    let text = records_config(&mock.addr().to_string(), "capture = \"metadata\"").replace(
+        "name = \"other-model\"",
+        "name = \"other-model\"\nrecords = \"metadata\"",
+    );
+    let node = node_in(&text, &fresh_data_dir()).await;
+    let admin = |method, path: &str| admin_request(&node, ADMIN_TOKEN, method, path);
+
+    let refused = admin(reqwest::Method::POST, "/keys")
+        .json(&json!({"name": "raw", "records": "raw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("records"),
+        "{error}"
+    );
+
+    let created: Value = admin(reqwest::Method::POST, "/keys")
+        .json(&json!({"name": "audited", "records": "full"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["records"], "full", "{created}");
+    let (id, secret) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    let call = |model: &'static str| {
+        let (node, secret) = (&node, &secret);
+        async move {
+            let response = chat(
+                node,
+                secret,
+                json!({"model": model, "messages": user_message()}),
+            )
+            .await;
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    };
+    // The key's "full" over the node's "metadata"; the model's "metadata" over the key's.
+    call("chat-default").await;
+    call("other-model").await;
+    let patched: Value = admin(reqwest::Method::PATCH, &format!("/keys/{id}"))
+        .json(&json!({"records": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["records"], Value::Null, "{patched}");
+    // Back to the node's policy.
+    call("chat-default").await;
+
+    let all = records(&node, "", 3).await;
+    let captures: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap(),
+                r["request"]["capture"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        captures,
+        [
+            ("chat-default", "full"),
+            ("other-model", "metadata"),
+            ("chat-default", "metadata")
+        ]
+    );
+    assert!(all[0]["request"]["body"]["messages"].is_array());
+    assert_eq!(all[0]["response"]["capture"], "full");
+    assert_eq!(all[2]["request"]["body"], Value::Null);
+    node.shutdown().await;
+}

@@ -26,9 +26,10 @@ pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 /// The on-disk format this build writes and reads. 2: keys carry `mcp_servers`, log entries
 /// are proposals with an id, the state remembers recent proposals, `SettleLeasesOf` exists.
 /// 3: the state records the owners of video jobs (`RecordVideo`, `ForgetVideo`) and key limits
-/// carry `rpm_burst` and `tpm_burst`, so a format-2 snapshot no longer decodes. There is no
-/// migration before 1.0: an older data dir is refused.
-const FORMAT_VERSION: u32 = 3;
+/// carry `rpm_burst` and `tpm_burst`, so a format-2 snapshot no longer decodes. 4: keys carry
+/// their records capture (`records`). There is no migration before 1.0: an older data dir is
+/// refused.
+const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FormatMarker {

@@ -7,6 +7,7 @@ use aigw_cluster::{
     AllowedModels, Budget, BudgetKey, Command, Dimension, KeyId, KeyLimits, KeyPatch, KeyRecord,
     KeySecretHash, Outcome, Period, unix_now,
 };
+use aigw_config::Capture;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, body::Bytes};
@@ -134,6 +135,7 @@ pub(crate) fn key_view(key: &KeyRecord) -> Value {
         "revision": key.revision,
         "limits": limits_view(&key.limits),
         "mcp_servers": mcp_servers_view(key.mcp_servers.as_deref()),
+        "records": key.records.map(Capture::as_str),
     })
 }
 
@@ -219,6 +221,10 @@ struct CreateKey {
     /// The MCP servers the key may use; absent, `null` or `["*"]`: all.
     #[serde(default)]
     mcp_servers: Option<Vec<String>>,
+    /// `"full"` or `"metadata"`: what its calls' records keep; absent or `null`: the node's
+    /// (or the model's) policy.
+    #[serde(default)]
+    records: Option<Capture>,
 }
 
 fn all_models() -> Vec<String> {
@@ -283,6 +289,7 @@ pub(crate) async fn create(
             .transpose()?
             .unwrap_or_default(),
         mcp_servers: check_mcp_servers(request.mcp_servers)?,
+        records: request.records,
     };
     match state.cluster.write(Command::CreateKey { key }).await? {
         Outcome::Key(key) => {
@@ -376,6 +383,9 @@ struct PatchKey {
     /// Absent: unchanged; `null` or `["*"]`: every MCP server; a list: only those.
     #[serde(default, deserialize_with = "present")]
     mcp_servers: Option<Option<Vec<String>>>,
+    /// Absent: unchanged; `null`: the node's (or the model's) policy; `"full"` or `"metadata"`.
+    #[serde(default, deserialize_with = "present")]
+    records: Option<Option<Capture>>,
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
@@ -403,6 +413,7 @@ pub(crate) async fn update(
         metadata: request.metadata,
         limits: request.limits.map(LimitsJson::into_limits).transpose()?,
         mcp_servers: request.mcp_servers.map(check_mcp_servers).transpose()?,
+        records: request.records,
     };
     match state
         .cluster

@@ -77,8 +77,19 @@ async fn method_not_allowed(request: Request) -> AdminError {
     ))
 }
 
-/// Parses a JSON body into `T`, with serde's message (which names the field) on failure.
+/// Parses a JSON body into `T`; on failure, serde's message after the path of the field it is
+/// about (`records: unknown variant ...`), which serde alone names only for missing or unknown
+/// fields.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+    let bad = |message: String| AdminError::BadRequest(format!("invalid JSON body: {message}"));
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => bad(e.into_inner().to_string()),
+            _ => bad(format!("{path}: {}", e.into_inner())),
+        }
+    })?;
+    json.end().map_err(|e| bad(e.to_string()))?;
+    Ok(value)
 }

@@ -33,7 +33,10 @@ impl FromRequestParts<AppState> for Caller {
             .authenticate(secret)
             .ok_or(ApiError::InvalidKey)?;
         if let Some(call) = CallFacts::of(&parts.extensions) {
-            call.with(|f| f.key = Some((key.id.to_string(), key.name.clone())));
+            call.with(|f| {
+                f.key = Some((key.id.to_string(), key.name.clone()));
+                f.key_capture = key.records;
+            });
         }
         if !key.enabled {
             return Err(ApiError::KeyDisabled);

@@ -109,7 +109,7 @@ pub(crate) fn route_for<'r>(
     if let Some(call) = call
         && route.capture.is_some()
     {
-        call.with(|f| f.capture = route.capture);
+        call.with(|f| f.model_capture = route.capture);
     }
     Ok(route)
 }

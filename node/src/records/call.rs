@@ -49,8 +49,10 @@ pub(crate) struct Facts {
     pub usage: Option<Usage>,
     /// When the upstream's response head arrived (unix ms).
     pub response_head_ms: Option<u64>,
+    /// The key's capture policy, over the node's.
+    pub key_capture: Option<Capture>,
     /// The model's capture policy, over the node's.
-    pub capture: Option<Capture>,
+    pub model_capture: Option<Capture>,
 }
 
 impl CallFacts {
@@ -155,8 +157,13 @@ pub(crate) async fn record_call(
     let response = next.run(request).await;
     let mut capture_bodies = recorder.captures_bodies();
     call.with(|f| {
-        if let Some(capture) = f.capture {
-            capture_bodies = capture == Capture::Full;
+        // The key's and the model's policies override the node's; when both say, the stricter.
+        match (f.key_capture, f.model_capture) {
+            (None, None) => {}
+            (Some(one), None) | (None, Some(one)) => capture_bodies = one == Capture::Full,
+            (Some(key), Some(model)) => {
+                capture_bodies = key == Capture::Full && model == Capture::Full;
+            }
         }
         if !capture_bodies && let Some(body) = f.request_body.take() {
             // Not kept: only its size, and the bytes go now rather than with the response.
