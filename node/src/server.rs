@@ -334,6 +334,7 @@ async fn start_cluster(
             gossip_interval: settings.gossip_interval,
         },
         env,
+        peer_routes: axum::Router::new(),
     };
     let cluster = ClusterNode::start(options)
         .await
