@@ -18,6 +18,7 @@ mod gossip;
 mod keys;
 mod model;
 mod node;
+mod peer;
 mod raft;
 mod rpc;
 mod settings;
@@ -37,7 +38,9 @@ pub use node::{
     ClusterError, ClusterNode, ClusterOptions, ClusterStatus, ClusterTiming, MemberStatus,
     unix_now, unix_now_ms,
 };
+pub use peer::{PeerBody, PeerReply};
 pub use raft::NodeId;
+pub use raft::network::PeerError;
 pub use raft::store::StoreError;
 pub use settings::{EnvLookup, Settings, parse_settings, process_env, redact_settings};
 pub use snapshot::{ClusterState, StateSnapshot, bootstrap_command};

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::command::{Command, Outcome, Proposal, Rejection};
 use crate::gossip::{Advertised, Gossip, GossipMember};
+use crate::raft::network::PeerError;
 use crate::raft::store::{self, StoreError};
 use crate::raft::{LogStore, Network, Node, NodeId, PeerClient, Raft, StateStore};
 use crate::rpc::{self, ForwardError, JoinRequest};
@@ -71,6 +72,9 @@ pub struct ClusterOptions {
     pub timing: ClusterTiming,
     /// Resolves `${ENV}` references in the settings document on this node.
     pub env: EnvLookup,
+    /// Node-to-node routes the node adds on the cluster listener (peer.rs), served behind
+    /// the cluster-name check. `Router::new()` for none.
+    pub peer_routes: axum::Router,
 }
 
 /// Why a cluster operation failed.
@@ -158,6 +162,7 @@ impl ClusterNode {
             advertised,
             timing,
             env,
+            peer_routes,
         } = options;
         let db = {
             let (dir, name) = (data_dir.clone(), cluster_name.clone());
@@ -205,7 +210,7 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Start(format!("raft: {e}")))?;
 
-        let rpc_router = rpc::router(raft.clone(), cluster_name.clone());
+        let rpc_router = rpc::router(raft.clone(), cluster_name.clone(), peer_routes);
         let rpc_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, rpc_router).await {
                 tracing::error!(error = %e, "cluster RPC server stopped");
@@ -584,6 +589,21 @@ impl ClusterNode {
             Some(gossip) => gossip.live_values(prefix).await,
             None => Vec::new(),
         }
+    }
+
+    /// POSTs `request` to `path` (a route of `ClusterOptions::peer_routes`) on the peer at
+    /// `cluster_addr` and decodes its answer, within `timeout`.
+    pub async fn call_peer<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        cluster_addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        self.inner
+            .peers
+            .call(cluster_addr, path, request, timeout)
+            .await
     }
 
     /// Members, roles, indexes and liveness, as this node sees them.

@@ -2,12 +2,14 @@
 //! the calls a follower makes to the leader (forwarded writes, read index, membership).
 //!
 //! Every call carries the cluster name; a call from another cluster is refused, so two
-//! clusters on one network cannot mix their logs.
+//! clusters on one network cannot mix their logs. The routes the node adds
+//! (`ClusterOptions::peer_routes`, peer.rs) are served here behind the same check.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use openraft::ChangeMembers;
@@ -47,7 +49,11 @@ struct RpcState {
     cluster_name: String,
 }
 
-pub(crate) fn router(raft: Raft, cluster_name: String) -> Router {
+pub(crate) fn router(raft: Raft, cluster_name: String, peer_routes: Router) -> Router {
+    let peer_routes = peer_routes.layer(middleware::from_fn_with_state(
+        cluster_name.clone(),
+        require_cluster,
+    ));
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -56,8 +62,35 @@ pub(crate) fn router(raft: Raft, cluster_name: String) -> Router {
         .route("/cluster/read_index", post(read_index))
         .route("/cluster/join", post(join))
         .route("/cluster/remove", post(remove))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(RpcState { raft, cluster_name })
+        .merge(peer_routes)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Refuses a call that does not name this node's cluster.
+fn check_cluster(cluster_name: &str, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let cluster = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok());
+    if cluster == Some(cluster_name) {
+        return Ok(());
+    }
+    Err((
+        StatusCode::FORBIDDEN,
+        format!(
+            "this node belongs to cluster `{cluster_name}`, not `{}`",
+            cluster.unwrap_or("(none)")
+        ),
+    ))
+}
+
+async fn require_cluster(
+    State(cluster_name): State<String>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check_cluster(&cluster_name, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// Decodes a request from a peer of this cluster, or answers why not.
@@ -66,15 +99,7 @@ fn accept<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, (StatusCode, String)> {
-    let cluster = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok());
-    if cluster != Some(state.cluster_name.as_str()) {
-        let message = format!(
-            "this node belongs to cluster `{}`, not `{}`",
-            state.cluster_name,
-            cluster.unwrap_or("(none)")
-        );
-        return Err((StatusCode::FORBIDDEN, message));
-    }
+    check_cluster(&state.cluster_name, headers)?;
     decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")))
 }
 

@@ -108,6 +108,7 @@ async fn cluster(size: u64, timing: ClusterTiming, dirs: &tempfile::TempDir) -> 
             },
             timing: timing.clone(),
             env: aigw_cluster::process_env(),
+            peer_routes: axum::Router::new(),
         };
         let node = ClusterNode::start(options.clone()).await.unwrap();
         nodes.push(TestNode {
@@ -370,6 +371,7 @@ async fn a_node_joins_as_a_voter_and_is_removed() {
         advertised: Advertised::default(),
         timing: timing(),
         env: aigw_cluster::process_env(),
+        peer_routes: axum::Router::new(),
     };
     let first = ClusterNode::start(options(1, first_addr, None))
         .await

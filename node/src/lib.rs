@@ -27,6 +27,7 @@ mod error;
 mod listener;
 mod openai;
 mod passthrough;
+mod peer;
 mod proxy;
 mod quota;
 pub mod records;

@@ -334,6 +334,13 @@ async fn start_cluster(
             gossip_interval: settings.gossip_interval,
         },
         env,
+        peer_routes: crate::peer::routes(
+            config.node.id,
+            config
+                .records
+                .enabled
+                .then(|| crate::records::Recorder::dir_under(&config.node.data_dir)),
+        ),
     };
     let cluster = ClusterNode::start(options)
         .await

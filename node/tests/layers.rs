@@ -25,6 +25,7 @@ const ABOVE_ENGINES: &[&str] = &[
     "openai",
     "passthrough",
     "admin",
+    "peer",
     "state",
     "server",
     "listener",

@@ -29,7 +29,7 @@ pub(crate) const CLUSTER_HEADER: &str = "x-aigw-cluster";
 
 /// How a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PeerError {
+pub enum PeerError {
     /// Could not connect: the peer is down or cut off.
     #[error("peer {0} is unreachable: {1}")]
     Unreachable(String, String),

@@ -8,12 +8,14 @@
 //!   from a cursor;
 //! - assemble.rs: a streamed chat completion rebuilt from its events;
 //! - record.rs: the record's type, version 1 (docs/RECORDS.md, docs/record.schema.json);
-//! - query.rs, export.rs: reading records back (the admin API, `aigw records export`);
+//! - query.rs, export.rs: reading records back (the admin API, one node or the whole cluster
+//!   merged by time; `aigw records export`);
 //! - sink.rs: shipping the log to NATS JetStream and Kafka, each sink from its own cursor.
 //!
 //! Not yet: capture per key (issue "Request records").
 //!
-//! This is an engine: it never imports a handler (openai/, passthrough/, admin/) or state.rs.
+//! This is an engine: it never imports a handler (openai/, passthrough/, admin/, peer.rs) or
+//! state.rs.
 
 pub mod assemble;
 pub(crate) mod call;

@@ -1,17 +1,23 @@
 //! Reading records back from a node's log: by time, key, model and status, for
-//! `GET /admin/v1/records` and `aigw records export`. Blocking (it reads files): run it off the
-//! async threads.
+//! `GET /admin/v1/records` and `aigw records export`; and, for `?cluster=true`, a node's
+//! earliest records by `received` (`earliest`) and the merge of every node's (`merge_by_time`).
+//! Blocking (it reads files): run it off the async threads.
 
+use std::collections::BinaryHeap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::log::read_from;
 
-/// Which records to read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Records answered when a query gives no `limit`, and at most.
+pub const DEFAULT_LIMIT: usize = 1_000;
+pub const MAX_LIMIT: usize = 100_000;
+
+/// Which records to read. Also sent from node to node for `?cluster=true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     /// Received at or after (unix ms).
     pub since_ms: Option<u64>,
@@ -27,6 +33,9 @@ pub struct Filter {
 /// The fields a filter reads, without parsing the rest of the record.
 #[derive(Deserialize)]
 struct Head {
+    /// Only orders a cluster answer; a filter does not need it.
+    #[serde(default)]
+    id: String,
     timestamps: HeadTimes,
     key: Option<HeadKey>,
     model: Option<String>,
@@ -47,9 +56,16 @@ struct HeadKey {
 impl Filter {
     /// Whether the record `line` passes; a line that is not a record never does.
     pub fn matches(&self, line: &[u8]) -> bool {
-        let Ok(head) = serde_json::from_slice::<Head>(line) else {
-            return false;
-        };
+        self.passes(line).is_some()
+    }
+
+    /// The record's head when `line` passes.
+    fn passes(&self, line: &[u8]) -> Option<Head> {
+        let head = serde_json::from_slice::<Head>(line).ok()?;
+        self.admits(&head).then_some(head)
+    }
+
+    fn admits(&self, head: &Head) -> bool {
         let at = head.timestamps.received_ms;
         self.since_ms.is_none_or(|since| at >= since)
             && self.until_ms.is_none_or(|until| at < until)
@@ -91,6 +107,84 @@ pub fn scan(
         }
     }
     Ok(given)
+}
+
+/// A cluster query, as the node asked sends it to each peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterQuery {
+    pub filter: Filter,
+    pub limit: usize,
+}
+
+/// One record with what records from several nodes are merged by: the time it was received,
+/// then its id (UUIDv7, unique across nodes, so the order is total).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TimedRecord {
+    pub received_ms: u64,
+    pub id: String,
+    /// The record as stored, one JSON document without its line break.
+    pub line: String,
+}
+
+/// This node's first `limit` records passing `filter` in the order of (`received`, id). The
+/// log is in the order calls ended, not the order they arrived (a long stream is written after
+/// shorter calls that came later), so the whole log is read; at most `limit` records are held.
+pub fn earliest(dir: &Path, filter: &Filter, limit: usize) -> io::Result<Vec<TimedRecord>> {
+    if limit == 0 || !dir.exists() {
+        return Ok(Vec::new());
+    }
+    // A max-heap: its top is the latest kept record, dropped when an earlier one comes.
+    let mut kept = BinaryHeap::with_capacity(limit.min(4_096) + 1);
+    for line in read_from(dir, 0)? {
+        let (_, line) = line?;
+        let Some(head) = filter.passes(&line) else {
+            continue;
+        };
+        let at = (head.timestamps.received_ms, head.id);
+        if kept.len() == limit
+            && kept.peek().is_some_and(|latest: &TimedRecord| {
+                (latest.received_ms, &latest.id) <= (at.0, &at.1)
+            })
+        {
+            continue;
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            continue;
+        };
+        kept.push(TimedRecord {
+            received_ms: at.0,
+            id: at.1,
+            line,
+        });
+        if kept.len() > limit {
+            kept.pop();
+        }
+    }
+    Ok(kept.into_sorted_vec())
+}
+
+/// What a node answers a cluster query: its earliest records, or why it has none to give
+/// (records off, the log unreadable).
+pub type ClusterAnswer = Result<Vec<TimedRecord>, String>;
+
+/// `earliest` on a blocking thread, for the node asked and for each peer it asks. `dir` is
+/// `None` when records are off on this node.
+pub async fn answer(node: u64, dir: Option<PathBuf>, query: ClusterQuery) -> ClusterAnswer {
+    let Some(dir) = dir else {
+        return Err(format!("records are off on node {node}"));
+    };
+    tokio::task::spawn_blocking(move || earliest(&dir, &query.filter, query.limit))
+        .await
+        .map_err(|e| format!("reading the records log on node {node} failed: {e}"))?
+        .map_err(|e| format!("reading the records log on node {node} failed: {e}"))
+}
+
+/// Every node's answer (each from `earliest`) merged by (`received`, id), the first `limit`.
+pub fn merge_by_time(answers: Vec<Vec<TimedRecord>>, limit: usize) -> Vec<TimedRecord> {
+    let mut all: Vec<TimedRecord> = answers.into_iter().flatten().collect();
+    all.sort_unstable();
+    all.truncate(limit);
+    all
 }
 
 /// A point in time for a filter: unix milliseconds, an RFC 3339 time
@@ -164,5 +258,59 @@ mod tests {
             ..Filter::default()
         }));
         assert!(!Filter::default().matches(b"not json"));
+    }
+
+    fn timed(received_ms: u64, id: &str) -> TimedRecord {
+        TimedRecord {
+            received_ms,
+            id: id.into(),
+            line: format!("{{\"id\":\"{id}\"}}"),
+        }
+    }
+
+    #[test]
+    fn nodes_answers_merge_by_received_then_id_up_to_the_limit() {
+        let node1 = vec![timed(10, "b"), timed(30, "c")];
+        let node2 = vec![timed(10, "a"), timed(20, "d"), timed(40, "e")];
+        let merged = merge_by_time(vec![node1.clone(), node2.clone()], 4);
+        let ids: Vec<&str> = merged.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "d", "c"]);
+        assert!(merge_by_time(vec![node1, node2, Vec::new()], 0).is_empty());
+    }
+
+    #[test]
+    fn earliest_keeps_the_first_records_by_received_time_not_by_log_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        std::fs::create_dir_all(&records).unwrap();
+        // Written in the order the calls ended: the long call received at 5 comes last.
+        let line = |id: &str, at: u64, model: &str| {
+            format!(
+                r#"{{"id":"{id}","timestamps":{{"received_ms":{at}}},"key":null,"model":"{model}","status":200}}"#
+            )
+        };
+        let text = [
+            line("r20", 20, "m"),
+            line("r10", 10, "other"),
+            line("r30", 30, "m"),
+            line("r05", 5, "m"),
+        ]
+        .join("\n")
+            + "\n";
+        std::fs::write(records.join("00000000000000000000.jsonl"), text).unwrap();
+        let filter = Filter {
+            model: Some("m".into()),
+            ..Filter::default()
+        };
+        let got = earliest(&records, &filter, 2).unwrap();
+        let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r05", "r20"]);
+        assert!(got[0].line.contains(r#""received_ms":5"#));
+        assert_eq!(earliest(&records, &filter, 10).unwrap().len(), 3);
+        assert!(
+            earliest(&dir.path().join("none"), &filter, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

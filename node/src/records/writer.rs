@@ -61,7 +61,7 @@ struct Inner {
 impl Recorder {
     /// Opens the log under `data_dir/records/` and starts the writer.
     pub async fn start(node: u64, settings: &RecordsSettings, data_dir: &Path) -> io::Result<Self> {
-        let dir = data_dir.join("records");
+        let dir = Self::dir_under(data_dir);
         let log = RecordLog::open(LogSettings {
             fsync_interval: settings.fsync_interval,
             segment_bytes: settings.segment_bytes,
@@ -95,6 +95,11 @@ impl Recorder {
         let writer = tokio::spawn(write_records(Arc::clone(&inner), log, full_rx, metadata_rx));
         *inner.writer.lock() = Some(writer);
         Ok(Self { inner })
+    }
+
+    /// Where the log of a node with this data dir is.
+    pub fn dir_under(data_dir: &Path) -> PathBuf {
+        data_dir.join("records")
     }
 
     /// The directory of the log's segments.
