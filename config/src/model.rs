@@ -86,6 +86,9 @@ pub enum Capture {
     Full,
     /// Every field of metadata, no body.
     Metadata,
+    /// As `Full`, and a stream's chunks as they came (each event's data), beside the
+    /// assembled completion.
+    Raw,
 }
 
 impl Capture {
@@ -93,6 +96,26 @@ impl Capture {
         match self {
             Capture::Full => "full",
             Capture::Metadata => "metadata",
+            Capture::Raw => "raw",
+        }
+    }
+
+    /// Whether the bodies are kept.
+    pub fn keeps_bodies(self) -> bool {
+        self != Capture::Metadata
+    }
+
+    /// The one of the two that keeps less: `metadata` over `full` over `raw`.
+    pub fn stricter(self, other: Capture) -> Capture {
+        let rank = |c: Capture| match c {
+            Capture::Metadata => 0,
+            Capture::Full => 1,
+            Capture::Raw => 2,
+        };
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
         }
     }
 }

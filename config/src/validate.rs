@@ -310,11 +310,14 @@ impl Validator<'_> {
         match t.value.as_str() {
             "full" => Some(Capture::Full),
             "metadata" => Some(Capture::Metadata),
+            "raw" => Some(Capture::Raw),
             other => {
                 self.report(
                     &t.span,
                     key,
-                    format!("unknown capture {other:?}; expected \"full\" or \"metadata\""),
+                    format!(
+                        "unknown capture {other:?}; expected \"full\", \"metadata\" or \"raw\""
+                    ),
                 );
                 None
             }

@@ -293,7 +293,7 @@ async fn a_key_can_ask_for_bodies_and_the_stricter_of_key_and_model_wins() {
     let admin = |method, path: &str| admin_request(&node, ADMIN_TOKEN, method, path);
 
     let refused = admin(reqwest::Method::POST, "/keys")
-        .json(&json!({"name": "raw", "records": "raw"}))
+        .json(&json!({"name": "all", "records": "everything"}))
         .send()
         .await
         .unwrap();
@@ -369,5 +369,55 @@ async fn a_key_can_ask_for_bodies_and_the_stricter_of_key_and_model_wins() {
     assert!(all[0]["request"]["body"]["messages"].is_array());
     assert_eq!(all[0]["response"]["capture"], "full");
     assert_eq!(all[2]["request"]["body"], Value::Null);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_capture_keeps_a_streams_chunks_as_the_client_received_them() {
+    let mock = mock(MockBehavior::default()).await;
+    let node = node_in(
+        &records_config(&mock.addr().to_string(), ""),
+        &fresh_data_dir(),
+    )
+    .await;
+    let created: Value = admin_request(&node, ADMIN_TOKEN, reqwest::Method::POST, "/keys")
+        .json(&json!({"name": "raw", "records": "raw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["records"], "raw", "{created}");
+    let body = json!({"model": "chat-default", "messages": user_message(), "stream": true});
+    let mut received = Vec::new();
+    for key in [created["secret"].as_str().unwrap(), KEY] {
+        let response = chat(&node, key, body.clone()).await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let data: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.to_owned())))
+            .collect();
+        received.push(data);
+    }
+    assert!(received[0].len() > 2, "{:?}", received[0]);
+    assert_eq!(received[0].last(), Some(&json!("[DONE]")));
+
+    let all = records(&node, "", 2).await;
+    let raw = all[0]["response"]["raw_chunks"]
+        .as_array()
+        .expect("raw chunks");
+    assert_eq!(raw, &received[0], "the chunks as the client received them");
+    assert_eq!(
+        all[0]["response"]["stream"]["chunks"].as_u64(),
+        Some(received[0].len() as u64 - 1),
+        "and the timings, [DONE] aside"
+    );
+    assert!(all[0]["response"]["body"]["choices"].is_array());
+    // The node's "full": the assembled completion, no chunks.
+    assert_eq!(all[1]["response"]["raw_chunks"], Value::Null);
+    assert!(all[1]["response"]["body"]["choices"].is_array());
     node.shutdown().await;
 }

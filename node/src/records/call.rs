@@ -118,6 +118,8 @@ pub(crate) struct Draft {
     pub facts: Facts,
     /// Bodies kept (the capture policy said so).
     pub capture_bodies: bool,
+    /// A stream's chunks kept as they came too (`capture = "raw"`).
+    pub raw_chunks: bool,
     pub response: Frames,
     /// The body broke off or the client left before its end.
     pub cut: Option<&'static str>,
@@ -155,16 +157,15 @@ pub(crate) async fn record_call(
     let call = CallFacts::default();
     request.extensions_mut().insert(call.clone());
     let response = next.run(request).await;
-    let mut capture_bodies = recorder.captures_bodies();
+    let mut capture = recorder.capture();
     call.with(|f| {
         // The key's and the model's policies override the node's; when both say, the stricter.
-        match (f.key_capture, f.model_capture) {
-            (None, None) => {}
-            (Some(one), None) | (None, Some(one)) => capture_bodies = one == Capture::Full,
-            (Some(key), Some(model)) => {
-                capture_bodies = key == Capture::Full && model == Capture::Full;
-            }
-        }
+        capture = match (f.key_capture, f.model_capture) {
+            (None, None) => capture,
+            (Some(one), None) | (None, Some(one)) => one,
+            (Some(key), Some(model)) => key.stricter(model),
+        };
+        let capture_bodies = capture.keeps_bodies();
         if !capture_bodies && let Some(body) = f.request_body.take() {
             // Not kept: only its size, and the bytes go now rather than with the response.
             f.request_bytes = body.len() as u64;
@@ -185,7 +186,8 @@ pub(crate) async fn record_call(
         status: response.status().as_u16(),
         event_stream,
         facts: Facts::default(),
-        capture_bodies,
+        capture_bodies: capture.keeps_bodies(),
+        raw_chunks: capture == Capture::Raw,
         response: Frames::default(),
         cut: None,
         shed: Vec::new(),

@@ -115,6 +115,10 @@ pub struct Response {
     pub body: Option<Box<RawValue>>,
     /// For a stream: its chunks and their timing.
     pub stream: Option<StreamTiming>,
+    /// With `capture = "raw"`, a stream's chunks as they came: each event's data, as JSON when
+    /// it is (`"[DONE]"` as a string); null otherwise.
+    #[serde(default)]
+    pub raw_chunks: Option<Vec<Box<RawValue>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +229,7 @@ mod tests {
                     unreadable: 0,
                     done: true,
                 }),
+                raw_chunks: Some(vec![raw(json!({"object": "chat.completion.chunk"}))]),
             },
             uploads: vec![Upload {
                 field: "file".into(),

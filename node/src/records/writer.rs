@@ -107,8 +107,8 @@ impl Recorder {
         &self.inner.dir
     }
 
-    pub(crate) fn captures_bodies(&self) -> bool {
-        self.inner.capture == Capture::Full
+    pub(crate) fn capture(&self) -> Capture {
+        self.inner.capture
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {
@@ -284,6 +284,7 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         event_stream,
         facts,
         capture_bodies,
+        raw_chunks,
         response: frames,
         cut,
         shed,
@@ -313,13 +314,18 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
     let response_bytes: Vec<u8> = frames.kept.concat();
     let mut response_usage = None;
     let mut error = None;
+    let mut chunks = Vec::new();
     let (body, stream) = if event_stream {
         let mut assembler = StreamAssembler::default();
         let mut rest: &[u8] = &response_bytes;
         while let Ok(end) = crate::sse::event_end(rest) {
             for line in crate::sse::lines(&rest[..end]) {
                 if let Some(data) = line.strip_prefix(b"data:") {
-                    assembler.event(data.strip_prefix(b" ").unwrap_or(data));
+                    let data = data.strip_prefix(b" ").unwrap_or(data);
+                    if raw_chunks {
+                        chunks.push(raw_body(data, false));
+                    }
+                    assembler.event(data);
                 }
             }
             rest = &rest[end..];
@@ -371,6 +377,7 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         bytes: frames.bytes,
         body,
         stream,
+        raw_chunks: (raw_chunks && event_stream).then_some(chunks),
     };
     // UUIDv7 from the call's arrival and a thread-local generator (no system call per record).
     let id = uuid::Builder::from_unix_timestamp_millis(received_ms, &rand::random()).into_uuid();
