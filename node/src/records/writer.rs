@@ -129,16 +129,27 @@ impl Recorder {
         )
     }
 
-    /// Hands a finished call over; never waits.
+    /// Hands a finished call over; never waits. A call that ends after [`Recorder::close`] (a
+    /// stream still open when the shutdown's drain ran out) is counted lost, and said in the log.
     pub(crate) fn submit(&self, draft: Draft) {
-        let Err(mpsc::error::TrySendError::Full(mut draft)) = self.inner.full.try_send(draft)
-        else {
-            return;
+        let draft = match self.inner.full.try_send(draft) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(mut draft)) => {
+                draft.shed_bodies();
+                self.inner.shed_bodies.fetch_add(1, Ordering::Relaxed);
+                match self.inner.metadata.try_send(draft) {
+                    Ok(()) => return,
+                    Err(error) => error.into_inner(),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(draft)) => draft,
         };
-        draft.shed_bodies();
-        self.inner.shed_bodies.fetch_add(1, Ordering::Relaxed);
-        if self.inner.metadata.try_send(draft).is_err() {
-            self.inner.lost.fetch_add(1, Ordering::Relaxed);
+        self.inner.lost.fetch_add(1, Ordering::Relaxed);
+        if self.inner.full.is_closed() {
+            tracing::warn!(
+                path = draft.uri.path(),
+                "a call ended after the records log was closed: its record is lost"
+            );
         }
     }
 
@@ -422,5 +433,51 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         safety: Vec::new(),
         shed: shed.into_iter().map(str::to_owned).collect(),
         end: cut.unwrap_or("complete").to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::call::{ClientAddress, Facts, Frames};
+
+    fn draft() -> Draft {
+        Draft {
+            method: http::Method::POST,
+            uri: http::Uri::from_static("/v1/chat/completions"),
+            client: ClientAddress::Peer(None),
+            received_ms: 1,
+            first_byte_ms: None,
+            end_ms: 2,
+            status: 200,
+            event_stream: false,
+            facts: Facts::default(),
+            capture_bodies: true,
+            raw_chunks: false,
+            response: Frames::default(),
+            cut: None,
+            shed: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_ending_after_the_close_is_counted_lost_not_dropped_unseen() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::start(1, &RecordsSettings::default(), dir.path())
+            .await
+            .unwrap();
+        recorder.submit(draft());
+        recorder.close().await;
+        assert_eq!(
+            recorder.shed(),
+            (0, 0),
+            "the call before the close is written"
+        );
+        recorder.submit(draft());
+        assert_eq!(
+            recorder.shed(),
+            (0, 1),
+            "the one after it is lost, and counted"
+        );
     }
 }
