@@ -34,7 +34,7 @@ pub use model::{
     AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, Capture, CidrBlock, ClusterMember,
     ClusterSettings, Config, HealthCheckSettings, InvalidUpstreamId, KeyLimitSettings, KeySettings,
     LimitPeriod, MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess,
-    ModelSettings, NodeId, NodeSettings, Ratio, RecordsSettings, RetryBudgetSettings,
+    ModelSettings, NatsAuth, NodeId, NodeSettings, Ratio, RecordsSettings, RetryBudgetSettings,
     RoutingSettings, ServerSettings, SinkKind, SinkSettings, Strategy, TargetSettings,
     TokenEncoding, UpstreamId, UpstreamKind, UpstreamSettings, UpstreamTimeouts,
 };

@@ -65,7 +65,7 @@ pub enum SinkKind {
         url: String,
         subject: String,
         stream: String,
-        token: Option<Secret>,
+        auth: NatsAuth,
     },
     /// Kafka: each record produced to `topic` (created with `partitions` when missing), keyed
     /// by the key's id so one key's records stay in order, the record's id in the
@@ -75,6 +75,17 @@ pub enum SinkKind {
         topic: String,
         partitions: i32,
     },
+}
+
+/// How a NATS sink authenticates (at most one way).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    /// `token`.
+    Token(Secret),
+    /// `user` and `password`.
+    UserPassword { user: String, password: Secret },
 }
 
 /// What a record keeps of a call's bodies. Stored on keys in the cluster's state (bincode), so

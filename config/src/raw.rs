@@ -77,6 +77,8 @@ pub(crate) struct RawSink {
     pub(crate) subject: Option<Text>,
     pub(crate) stream: Option<Text>,
     pub(crate) token: Option<Text>,
+    pub(crate) user: Option<Text>,
+    pub(crate) password: Option<Text>,
     #[serde(default)]
     pub(crate) brokers: Vec<Text>,
     pub(crate) topic: Option<Text>,

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::model::{
     AdminSettings, Bootstrap, BreakerSettings, BudgetSettings, Capture, CidrBlock, ClusterMember,
     ClusterSettings, Config, HealthCheckSettings, KeyLimitSettings, KeySettings, LimitPeriod,
-    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings,
+    MAX_ATTEMPTS, MAX_TARGETS_PER_MODEL, MIN_ID_SECRET_CHARS, ModelAccess, ModelSettings, NatsAuth,
     NodeSettings, Ratio, RecordsSettings, RetryBudgetSettings, RoutingSettings, ServerSettings,
     SinkKind, SinkSettings, Strategy, TargetSettings, TokenEncoding, UpstreamId, UpstreamKind,
     UpstreamSettings, UpstreamTimeouts,
@@ -324,6 +324,42 @@ impl Validator<'_> {
         }
     }
 
+    /// A NATS sink's credentials: `token`, or `user` with `password`.
+    fn nats_auth(&mut self, sink: &RawSink, at: &str) -> Option<NatsAuth> {
+        match (&sink.token, &sink.user, &sink.password) {
+            (None, None, None) => Some(NatsAuth::None),
+            (Some(token), None, None) => Some(NatsAuth::Token(Secret::new(token.value.clone()))),
+            (None, Some(user), Some(password)) => Some(NatsAuth::UserPassword {
+                user: user.value.clone(),
+                password: Secret::new(password.value.clone()),
+            }),
+            (Some(_), Some(user), _) => {
+                self.report(
+                    &user.span,
+                    &format!("{at}.user"),
+                    "a nats sink authenticates one way: a token, or a user and a password",
+                );
+                None
+            }
+            (_, Some(user), None) => {
+                self.report(
+                    &user.span,
+                    &format!("{at}.password"),
+                    "user needs a password",
+                );
+                None
+            }
+            (_, None, Some(password)) => {
+                self.report(
+                    &password.span,
+                    &format!("{at}.user"),
+                    "password needs a user",
+                );
+                None
+            }
+        }
+    }
+
     fn sinks(&mut self, raw: &[RawSink]) -> Option<Vec<SinkSettings>> {
         let mut sinks = Some(Vec::new());
         let mut names = Vec::new();
@@ -374,7 +410,13 @@ impl Validator<'_> {
                             .stream
                             .as_ref()
                             .map_or_else(|| "AIGW_RECORDS".to_owned(), |t| t.value.clone()),
-                        token: sink.token.as_ref().map(|t| Secret::new(t.value.clone())),
+                        auth: match self.nats_auth(sink, &at) {
+                            Some(auth) => auth,
+                            None => {
+                                sinks = None;
+                                continue;
+                            }
+                        },
                     }
                 }
                 "kafka" => {

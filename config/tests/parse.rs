@@ -312,13 +312,13 @@ fn records_settings_have_defaults_and_sinks_are_checked() {
         }
     );
 
-    let errors = errors(&format!(
+    let found = errors(&format!(
         "{NODE}[records]\ncapture = \"some\"\n\n\
          [[records.sinks]]\nname = \"a b\"\nkind = \"nats\"\n\n\
          [[records.sinks]]\nname = \"k\"\nkind = \"kafka\"\n\n\
          [[records.sinks]]\nname = \"n\"\nkind = \"nats\"\n"
     ));
-    let all = errors.join("\n");
+    let all = found.join("\n");
     assert!(
         all.contains("records.capture: unknown capture \"some\""),
         "{all}"
@@ -332,6 +332,41 @@ fn records_settings_have_defaults_and_sinks_are_checked() {
         all.contains("records.sinks[2].url: a nats sink needs url"),
         "{all}"
     );
+
+    let sink = |auth: &str| {
+        format!(
+            "{NODE}[[records.sinks]]\nname = \"js\"\nkind = \"nats\"\nurl = \"nats://h:4222\"\n{auth}"
+        )
+    };
+    let config = ok(&sink("user = \"aigw\"\npassword = \"pw-1234\"\n"));
+    let aigw_config::SinkKind::Nats { auth, .. } = &config.records.sinks[0].kind else {
+        panic!("a nats sink");
+    };
+    let aigw_config::NatsAuth::UserPassword { user, password } = auth else {
+        panic!("user and password: {auth:?}");
+    };
+    assert_eq!((user.as_str(), password.expose()), ("aigw", "pw-1234"));
+    assert!(
+        !format!("{auth:?}").contains("pw-1234"),
+        "the password is not printed"
+    );
+    for (auth, error) in [
+        (
+            "password = \"pw\"\n",
+            "records.sinks[0].user: password needs a user",
+        ),
+        (
+            "user = \"aigw\"\n",
+            "records.sinks[0].password: user needs a password",
+        ),
+        (
+            "token = \"t\"\nuser = \"aigw\"\npassword = \"pw\"\n",
+            "records.sinks[0].user: a nats sink authenticates one way",
+        ),
+    ] {
+        let all = errors(&sink(auth)).join("\n");
+        assert!(all.contains(error), "{auth}: {all}");
+    }
 }
 
 #[test]

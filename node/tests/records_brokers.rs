@@ -66,10 +66,15 @@ struct Nats(Child);
 
 impl Nats {
     async fn start(binary: &Path, port: u16, store: &Path) -> Self {
+        Self::start_with(binary, port, store, &[]).await
+    }
+
+    async fn start_with(binary: &Path, port: u16, store: &Path, args: &[&str]) -> Self {
         let server = Self(
             Command::new(binary)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
                 .arg(store)
+                .args(args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -519,4 +524,70 @@ async fn three_nodes_put_every_record_on_jetstream_and_kafka_across_a_broker_res
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_sink_signs_in_with_a_user_and_password_and_says_when_they_are_wrong() {
+    let Some(nats_binary) = nats_server() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no nats-server: scripts/test.sh installs one and sets NATS_SERVER"
+        );
+        eprintln!("skipped: no nats-server");
+        return;
+    };
+    const PASSWORD: &str = "nats-password-8d1f";
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _nats = Nats::start_with(
+        &nats_binary,
+        port,
+        store.path(),
+        &["--user", "aigw", "--pass", PASSWORD],
+    )
+    .await;
+    let mock = mock(MockBehavior::default()).await;
+    let sink = |name: &str, password: &str, subject: &str| {
+        format!(
+            "\n[[records.sinks]]\nname = \"{name}\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\n\
+             user = \"aigw\"\npassword = \"{password}\"\nsubject = \"{subject}\"\nstream = \"{}\"\n",
+            subject.replace('.', "_").to_uppercase()
+        )
+    };
+    let text = with_admin(&config_text(&mock.addr().to_string(), "", ""), ADMIN_TOKEN)
+        + "\n[records]\nfsync_interval = \"5ms\"\n"
+        + &sink("good", PASSWORD, "good.records")
+        + &sink("bad", "not-the-password", "bad.records");
+    let dir = fresh_data_dir();
+    let node = node_in(&text, &dir).await;
+    for _ in 0..5 {
+        let response = chat(
+            &node,
+            KEY,
+            json!({"model": "chat-default", "messages": user_message()}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let good = sink_of(&node, "good", Duration::from_secs(10), |s| s["cursor"] == 5).await;
+    assert_eq!(good["cursor"], 5, "{good}");
+    assert_eq!(good["error"], Value::Null, "{good}");
+    let bad = sink_of(&node, "bad", Duration::from_secs(10), |s| {
+        s["error"].is_string()
+    })
+    .await;
+    let error = bad["error"].as_str().unwrap_or_default();
+    assert!(error.to_lowercase().contains("authorization"), "{bad}");
+    assert!(!error.contains("not-the-password"), "{bad}");
+    assert_eq!(bad["cursor"], 0, "{bad}");
+
+    let client = async_nats::ConnectOptions::with_user_and_password("aigw".into(), PASSWORD.into())
+        .connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream("GOOD_RECORDS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 5);
+    node.shutdown().await;
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aigw_config::{SinkKind, SinkSettings};
+use aigw_config::{NatsAuth, SinkKind, SinkSettings};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -310,14 +310,23 @@ impl Publisher {
                 url,
                 subject,
                 stream,
-                token,
+                auth,
             } => {
-                let mut options = async_nats::ConnectOptions::new()
+                let options = match auth {
+                    NatsAuth::None => async_nats::ConnectOptions::new(),
+                    NatsAuth::Token(token) => {
+                        async_nats::ConnectOptions::with_token(token.expose().to_owned())
+                    }
+                    NatsAuth::UserPassword { user, password } => {
+                        async_nats::ConnectOptions::with_user_and_password(
+                            user.clone(),
+                            password.expose().to_owned(),
+                        )
+                    }
+                };
+                let options = options
                     .name("aigw-records")
                     .connection_timeout(Duration::from_secs(5));
-                if let Some(token) = token {
-                    options = options.token(token.expose().to_owned());
-                }
                 let client = options
                     .connect(url.as_str())
                     .await
