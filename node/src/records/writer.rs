@@ -638,4 +638,32 @@ mod tests {
         );
         assert!(request.upstream_added.is_none());
     }
+
+    #[test]
+    fn a_forms_text_fields_are_its_body_only_when_bodies_are_captured() {
+        let form = crate::records::FormSeen::default();
+        form.with(|f| {
+            f.bytes = 4096;
+            f.fields = vec![
+                ("model".into(), "whisper".into()),
+                ("prompt".into(), "hi".into()),
+            ];
+        });
+        let facts = Facts {
+            form: Some(form.clone()),
+            ..Facts::default()
+        };
+        let kept = request_of(&facts, true, 1 << 20);
+        assert_eq!(kept.capture, "full");
+        assert_eq!(kept.bytes, 4096);
+        assert_eq!(
+            kept.body.unwrap().get(),
+            r#"{"model":"whisper","prompt":"hi"}"#
+        );
+        form.with(|f| f.fields = vec![("prompt".into(), "secret".into())]);
+        let metadata = request_of(&facts, false, 1 << 20);
+        assert_eq!(metadata.capture, "metadata");
+        assert_eq!(metadata.bytes, 4096);
+        assert!(metadata.body.is_none());
+    }
 }
