@@ -1,7 +1,9 @@
 //! Request records through a real node: a record per call with what the client sent and
 //! received (a stream assembled), the key, the model, the attempts and the usage; read back
 //! through `GET /admin/v1/records`; never a secret; every record on disk after a graceful
-//! shutdown; `capture = "metadata"` keeps no body.
+//! shutdown; `capture = "metadata"` keeps no body; uploads as metadata (size, SHA-256, audio
+//! seconds) and never their bytes; pass-through calls (MCP, agent) with the body the client
+//! sent and the answer; the model name the upstream got.
 
 mod common;
 
@@ -11,8 +13,14 @@ use std::time::Duration;
 use aigw::RunningNode;
 use aigw::records::query::{Filter, scan};
 use aigw_jepsen::mock::MockBehavior;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use common::*;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
 
 const ADMIN_TOKEN: &str = "records-admin-token";
 
@@ -127,6 +135,8 @@ async fn every_call_is_recorded_as_the_client_saw_it_and_without_a_secret() {
 
     let first = &all[0];
     assert_eq!(first["status"], 200);
+    assert_eq!(first["request"]["upstream_model"], "upstream-model-x");
+    assert_eq!(first["request"]["upstream_added"], Value::Null);
     assert_eq!(first["end"], "complete");
     assert_eq!(first["key"]["name"], "all");
     assert!(first["key"]["id"].as_str().unwrap().starts_with("key_"));
@@ -143,6 +153,17 @@ async fn every_call_is_recorded_as_the_client_saw_it_and_without_a_secret() {
 
     let second = &all[1];
     assert_eq!(second["request"]["body"]["stream"], true);
+    assert_eq!(
+        second["request"]["body"]["stream_options"],
+        Value::Null,
+        "the body as the client sent it"
+    );
+    assert_eq!(
+        second["request"]["upstream_added"],
+        json!({"stream_options": {"include_usage": true}}),
+        "what the gateway added to meter the stream"
+    );
+    assert_eq!(second["request"]["upstream_model"], "upstream-model-x");
     let assembled = &second["response"]["body"];
     assert_eq!(assembled["object"], "chat.completion");
     assert_eq!(
@@ -420,4 +441,265 @@ async fn raw_capture_keeps_a_streams_chunks_as_the_client_received_them() {
     assert_eq!(all[1]["response"]["raw_chunks"], Value::Null);
     assert!(all[1]["response"]["body"]["choices"].is_array());
     node.shutdown().await;
+}
+
+const BOUNDARY: &str = "recordsBoundary42";
+/// In the uploaded file's bytes, and so never in a record.
+const FILE_MARKER: &[u8] = b"UPLOADED-BYTES-NEVER-RECORDED";
+
+/// A multipart/form-data body: text fields, then files (field, file name, content type, bytes).
+fn form(fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, file_name, content_type, bytes) in files {
+        out.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+async fn post_form(node: &RunningNode, path: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(url(node, path))
+        .bearer_auth(KEY)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A mono 16-bit PCM WAV of `seconds` at 16 kHz, its samples [`FILE_MARKER`] over and over.
+fn wav(seconds: u32) -> Vec<u8> {
+    let rate: u32 = 16_000;
+    let data_len = seconds * rate * 2;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    let samples = FILE_MARKER.iter().copied().cycle().take(data_len as usize);
+    out.extend(samples);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_recorded_as_metadata_with_their_hash_and_never_their_bytes() {
+    let mock = mock(MockBehavior::default()).await;
+    let dir = fresh_data_dir();
+    let text = records_config(&mock.addr().to_string(), "").replace(
+        "[server]\n",
+        "[server]\nid_secret = \"one-secret-for-the-records-tests\"\n",
+    );
+    let node = node_in(&text, &dir).await;
+
+    // An audio transcription answered as `json`: its seconds come from the file's header.
+    let audio = wav(3);
+    let body = form(
+        &[
+            ("model", "chat-default"),
+            ("response_format", "json"),
+            ("language", "en"),
+        ],
+        &[("file", "speech.wav", "audio/wav", &audio)],
+    );
+    let form_bytes = body.len();
+    let response = post_form(&node, "/v1/audio/transcriptions", body).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains(&format!("{} bytes", audio.len())), "{text}");
+
+    // A video job with an input reference image.
+    let image: Vec<u8> = [b"\x89PNG\r\n".as_slice(), FILE_MARKER].concat();
+    let body = form(
+        &[("model", "other-model"), ("prompt", "a calm sea")],
+        &[("input_reference", "ref.png", "image/png", &image)],
+    );
+    let response = post_form(&node, "/v1/videos", body).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    let all = records(&node, "", 2).await;
+    let transcription = &all[0];
+    assert_eq!(transcription["endpoint"], "audio.transcriptions");
+    let uploads = transcription["uploads"].as_array().unwrap();
+    assert_eq!(uploads.len(), 1, "{transcription}");
+    let upload = &uploads[0];
+    assert_eq!(upload["field"], "file");
+    assert_eq!(upload["file_name"], "speech.wav");
+    assert_eq!(upload["content_type"], "audio/wav");
+    assert_eq!(upload["bytes"], audio.len() as u64);
+    assert_eq!(upload["sha256"], hex::encode(Sha256::digest(&audio)));
+    assert_eq!(upload["audio_seconds"], 3.0, "the seconds the node metered");
+    assert_eq!(transcription["usage"]["audio_seconds"], 3.0);
+    let request = &transcription["request"];
+    assert_eq!(request["capture"], "full");
+    assert_eq!(request["bytes"], form_bytes as u64);
+    assert_eq!(
+        request["body"],
+        json!({"model": "chat-default", "response_format": "json", "language": "en"}),
+        "the form's text fields as the client sent them"
+    );
+    assert_eq!(request["upstream_model"], "upstream-model-x");
+
+    let video = &all[1];
+    assert_eq!(video["endpoint"], "videos.create");
+    assert_eq!(video["request"]["body"]["prompt"], "a calm sea");
+    assert_eq!(video["request"]["upstream_model"], "upstream-model-y");
+    let upload = &video["uploads"][0];
+    assert_eq!(upload["field"], "input_reference");
+    assert_eq!(upload["content_type"], "image/png");
+    assert_eq!(upload["bytes"], image.len() as u64);
+    assert_eq!(upload["sha256"], hex::encode(Sha256::digest(&image)));
+    assert_eq!(upload["audio_seconds"], Value::Null);
+
+    node.shutdown().await;
+    let on_disk = everything_in(&dir);
+    assert_eq!(on_disk.lines().count(), 2);
+    assert!(
+        !on_disk.contains(std::str::from_utf8(FILE_MARKER).unwrap()),
+        "an upload's bytes are in the records log"
+    );
+    for secret in [KEY, UPSTREAM_KEY, ADMIN_TOKEN] {
+        assert!(!on_disk.contains(secret), "{secret} is in the records log");
+    }
+}
+
+/// An MCP server and an agent on one listener: `POST /mcp` answers a JSON-RPC request with
+/// its result (as an SSE stream of a progress notification and the result when the client
+/// accepts only `text/event-stream`); `/agent/...` echoes the body it got.
+async fn pass_through_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|request: Request| async move {
+        let stream = request
+            .headers()
+            .get("accept")
+            .is_some_and(|v| v == "text/event-stream");
+        let path = request.uri().path().to_owned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        if path.starts_with("/agent") {
+            return axum::Json(json!({"agent_got": String::from_utf8_lossy(&body)}))
+                .into_response();
+        }
+        let call: Value = serde_json::from_slice(&body).unwrap();
+        let result = json!({"jsonrpc": "2.0", "id": call["id"], "result": {"echo": call["params"]}});
+        if !stream {
+            return axum::Json(result).into_response();
+        }
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}});
+        let events = format!("event: message\ndata: {progress}\n\nevent: message\ndata: {result}\n\n");
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(events))
+            .unwrap()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_records_hold_the_request_as_sent_and_the_answer() {
+    let mock = mock(MockBehavior::default()).await;
+    let backend = pass_through_backend().await;
+    let dir = fresh_data_dir();
+    let token = r#"headers = { "X-Upstream-Token" = "${UPSTREAM_KEY}" }"#;
+    let text = records_config(&mock.addr().to_string(), "")
+        + &format!(
+            "\n[[bootstrap.mcp_servers]]\nname = \"tools\"\nurl = \"http://{backend}/mcp\"\n{token}\n\
+             \n[[bootstrap.agents]]\ntype = \"coder\"\nurl = \"http://{backend}/agent\"\n{token}\n"
+        );
+    let node = node_in(&text, &dir).await;
+
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "search", "arguments": {"q": "weather in Oslo"}}});
+    let answer: Value = client()
+        .post(url(&node, "/v1/mcp/tools"))
+        .bearer_auth(KEY)
+        .header("accept", "application/json")
+        .json(&call)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["echo"]["name"], "search");
+
+    let streamed_call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {}}});
+    let streamed = client()
+        .post(url(&node, "/v1/mcp/tools"))
+        .bearer_auth(KEY)
+        .header("accept", "text/event-stream")
+        .json(&streamed_call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let streamed = streamed.text().await.unwrap();
+    assert!(streamed.contains("notifications/progress"), "{streamed}");
+
+    let run = json!({"task": "fix the build", "repository": "aigw"});
+    let response = client()
+        .post(url(&node, "/v1/agent/coder/runs"))
+        .bearer_auth(KEY)
+        .json(&run)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+
+    let all = records(&node, "", 3).await;
+    let mcp = &all[0];
+    assert_eq!(mcp["endpoint"], "mcp");
+    assert_eq!(mcp["key"]["name"], "all");
+    assert_eq!(mcp["request"]["capture"], "full");
+    assert_eq!(mcp["request"]["body"], call, "the JSON-RPC request as sent");
+    assert_eq!(mcp["request"]["bytes"], call.to_string().len() as u64);
+    assert_eq!(mcp["response"]["body"], answer);
+
+    let stream = &all[1];
+    assert_eq!(stream["request"]["body"], streamed_call);
+    let events = stream["response"]["body"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{stream}");
+    assert_eq!(events[0]["event"], "message");
+    assert_eq!(events[0]["data"]["method"], "notifications/progress");
+    assert_eq!(events[1]["data"]["id"], 8);
+    assert_eq!(events[1]["data"]["result"]["echo"]["name"], "slow");
+    assert_eq!(stream["response"]["stream"]["done"], true);
+
+    let agent = &all[2];
+    assert_eq!(agent["endpoint"], "agent");
+    assert_eq!(agent["request"]["body"], run);
+    assert_eq!(agent["response"]["body"]["agent_got"], run.to_string());
+
+    node.shutdown().await;
+    let on_disk = everything_in(&dir);
+    for secret in [KEY, UPSTREAM_KEY, ADMIN_TOKEN] {
+        assert!(!on_disk.contains(secret), "{secret} is in the records log");
+    }
 }

@@ -31,7 +31,8 @@ pub(super) async fn transcribe(
     body: Body,
 ) -> Result<Response, ApiError> {
     let call = call.map(|Extension(call)| call);
-    let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
+    let form = call.as_ref().map(CallFacts::form);
+    let mut upload = Upload::begin(&headers, body, state.max_upload_bytes, form).await?;
     if let Some(call) = &call {
         call.with(|f| f.model = Some(upload.model.clone()));
     }
@@ -88,8 +89,10 @@ pub(super) async fn transcribe(
             }
             return;
         }
-        // Reading the header is CPU work; keep it off the request's thread.
-        tokio::task::spawn_blocking(move || {
+        // Reading the header is CPU work; keep it off the request's thread. The call's record
+        // waits for it (`settling`) so that it has the seconds too.
+        let recorded = call.clone();
+        let settling = tokio::task::spawn_blocking(move || {
             let head = uploaded.file_head("file");
             let seconds = head.and_then(|head| seconds_from_header(&head, None));
             let record = UsageRecord {
@@ -103,6 +106,9 @@ pub(super) async fn transcribe(
                 call.used(&record);
             }
         });
+        if let Some(call) = recorded {
+            call.with(|f| f.settling = Some(settling));
+        }
     });
     Ok(quota::settle_on_end(admission, response, |_| {
         Some(Usage::default())

@@ -50,6 +50,9 @@ pub(super) async fn create(
     // the usage chunk when the client did not set `stream_options`, and strips it from what the
     // client gets.
     let ask_usage = fields.stream && memchr::memmem::find(&body, b"\"stream_options\"").is_none();
+    if ask_usage && let Some(call) = &call {
+        call.with(|f| f.added_include_usage = true);
+    }
     let forwarded = proxy::forward(
         &state.proxy,
         &fields.model,

@@ -71,7 +71,8 @@ pub(super) async fn create(
         .await?;
         (forwarded, seconds, admission)
     } else {
-        let mut upload = Upload::begin(&headers, body, state.max_upload_bytes).await?;
+        let form = call.as_ref().map(CallFacts::form);
+        let mut upload = Upload::begin(&headers, body, state.max_upload_bytes, form).await?;
         let routes = state.proxy.routes.load_full();
         let route = route_for(&routes, &key, &upload.model, call.as_ref())?;
         let admission = state.admit(&key, |_| Estimate::calls_only()).await?;

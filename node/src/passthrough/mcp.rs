@@ -19,7 +19,9 @@ use axum::response::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
-use super::{Target, admit_call, authenticate, finish, forward, hop, query, sse_endpoint};
+use super::{
+    Target, admit_call, authenticate, finish, forward, hop, query, recorded, sse_endpoint,
+};
 use crate::error::ApiError;
 use crate::proxy::backends::{Backend, Kind};
 use crate::signed_id::IdSigner;
@@ -67,6 +69,7 @@ pub(super) async fn handle(
     let uri = backend.uri(&target.rest, query.as_deref())?;
     let upstream_path = uri.path().to_owned();
     let opens_stream = parts.method == Method::GET;
+    let body = recorded(&parts, body);
     let answer = forward::send(&backends.client, &backend, parts.method, uri, headers, body)
         .await
         .map(|response| present(response, sessions, backend, upstream_path, opens_stream));

@@ -10,6 +10,10 @@
 //! A WebSocket upgrade may carry the gateway key as `?api_key=KEY` instead of the header,
 //! since browsers cannot set headers on a WebSocket; the parameter is removed before the
 //! request goes on. Nothing here is shared between nodes: any node serves any request.
+//!
+//! A recorded call's request body is teed as it streams to the backend (its frames kept by
+//! reference for the record, [`CallFacts::tee_request`]); the records layer keeps the
+//! response's frames.
 
 mod forward;
 mod hop;
@@ -30,6 +34,7 @@ use aigw_cluster::KeyRecord;
 use crate::error::ApiError;
 use crate::openai::Caller;
 use crate::proxy::backends::Kind;
+use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::usage::UsageRecord;
 
@@ -75,9 +80,19 @@ async fn pass(state: &AppState, kind: Kind, request: Request) -> Result<Response
     } else {
         let uri = backend.uri(&target.rest, query.as_deref())?;
         let headers = hop::to_backend(&parts, &backend);
+        let body = recorded(&parts, body);
         forward::send(&backends.client, &backend, parts.method, uri, headers, body).await
     };
     finish(state, &key, kind, &target, admission, answer)
+}
+
+/// The request body on its way to the backend, its frames kept for the call's record when
+/// the call is recorded.
+fn recorded(parts: &Parts, body: axum::body::Body) -> axum::body::Body {
+    match CallFacts::of(&parts.extensions) {
+        Some(call) => call.tee_request(body),
+        None => body,
+    }
 }
 
 /// What a pass-through path names: the backend, and the rest of the path and the query that

@@ -3,9 +3,12 @@
 //! (the request line, the client, the status, the timings, the response's frames), handed to the
 //! recorder as a [`Draft`] when the response body ends or the client leaves.
 //!
-//! The request path only keeps what it already holds: the body bytes the handler read and the
-//! frames the response is made of (refcounted `Bytes`, no copy), up to `max_body_bytes` each.
-//! Parsing, stream assembly and serialisation happen in the recorder's writer task.
+//! The request path only keeps what it already holds: the body bytes the handler read, the
+//! frames of a request body streamed on (pass-through calls, [`CallFacts::tee_request`]) and
+//! the frames the response is made of (refcounted `Bytes`, no copy), up to `max_body_bytes`
+//! each. A multipart form's files are hashed as the upload streams through ([`FormSeen`]): the
+//! bytes are never held. Parsing, stream assembly and serialisation happen in the recorder's
+//! writer task.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,7 +25,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::record::Usage;
+use super::record::{Upload, Usage};
 use super::writer::Recorder;
 use crate::proxy::Tried;
 
@@ -34,8 +37,14 @@ const MAX_OFFSETS: usize = 100_000;
 /// What the handlers know about a call: the records layer puts one in the request's
 /// extensions, the key's authentication and the handler fill it (the usage settlement too, when
 /// the response ends), and the layer reads it when the response is done. Cheap to clone.
-#[derive(Clone, Default)]
-pub(crate) struct CallFacts(Arc<Mutex<Facts>>);
+#[derive(Clone)]
+pub(crate) struct CallFacts {
+    facts: Arc<Mutex<Facts>>,
+    /// The bound on a body kept, and whether bodies are kept at all (the node's policy; a
+    /// model's own is applied when the record is built).
+    max_body_bytes: usize,
+    keep_bodies: bool,
+}
 
 #[derive(Default)]
 pub(crate) struct Facts {
@@ -53,9 +62,72 @@ pub(crate) struct Facts {
     pub key_capture: Option<Capture>,
     /// The model's capture policy, over the node's.
     pub model_capture: Option<Capture>,
+    /// A request body streamed on as it arrived (pass-through calls).
+    pub request_stream: Option<StreamedRequest>,
+    /// A multipart form's files and text fields, as the upload streamed through.
+    pub form: Option<FormSeen>,
+    /// The gateway asked the upstream for a stream's usage (`stream_options.include_usage`).
+    pub added_include_usage: bool,
+    /// Usage still being measured off the request path (an audio file's header): the record
+    /// waits for it.
+    pub settling: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What went by of a request body streamed on without being read whole: its frames (by
+/// reference) up to the bound, and its size. Published when the body ends or is dropped; the
+/// writer reads it when it builds the record.
+#[derive(Clone, Default)]
+pub(crate) struct StreamedRequest(Arc<Mutex<SeenRequest>>);
+
+#[derive(Default)]
+pub(crate) struct SeenRequest {
+    pub kept: Vec<Bytes>,
+    pub kept_bytes: usize,
+    pub bytes: u64,
+    pub truncated: bool,
+}
+
+impl StreamedRequest {
+    pub fn take(&self) -> SeenRequest {
+        std::mem::take(&mut self.0.lock())
+    }
+}
+
+/// A multipart form as it streamed through: each complete file part's metadata (its bytes
+/// hashed as they passed, never kept) and the text fields. Filled by the multipart reader,
+/// read by the writer.
+#[derive(Clone, Default)]
+pub(crate) struct FormSeen(Arc<Mutex<Form>>);
+
+#[derive(Default)]
+pub(crate) struct Form {
+    /// The form's size so far, in bytes.
+    pub bytes: u64,
+    pub files: Vec<Upload>,
+    /// Text fields in order, each value as sent (lossy UTF-8), cut at [`FORM_TEXT_LIMIT`]
+    /// bytes in all.
+    pub fields: Vec<(String, String)>,
+    pub fields_truncated: bool,
+}
+
+/// How much of a form's text fields is kept for its record.
+pub(crate) const FORM_TEXT_LIMIT: usize = 64 * 1024;
+
+impl FormSeen {
+    pub fn with<T>(&self, change: impl FnOnce(&mut Form) -> T) -> T {
+        change(&mut self.0.lock())
+    }
 }
 
 impl CallFacts {
+    fn new(max_body_bytes: usize, keep_bodies: bool) -> Self {
+        Self {
+            facts: Arc::default(),
+            max_body_bytes,
+            keep_bodies,
+        }
+    }
+
     /// The facts of the call `extensions` belong to, when its calls are recorded.
     pub fn of(extensions: &http::Extensions) -> Option<&Self> {
         extensions.get::<Self>()
@@ -63,7 +135,36 @@ impl CallFacts {
 
     /// Changes the facts under their lock (a few instructions; never held across an await).
     pub fn with(&self, change: impl FnOnce(&mut Facts)) {
-        change(&mut self.0.lock());
+        change(&mut self.facts.lock());
+    }
+
+    /// `body`, streamed on as it arrives, with its frames kept for the record by reference
+    /// (up to the bound; only its size when bodies are not kept).
+    /// The key is known by then: its capture policy, over the node's, says whether the frames
+    /// are kept.
+    pub fn tee_request(&self, body: Body) -> Body {
+        let shared = StreamedRequest::default();
+        let mut keep = self.keep_bodies;
+        self.with(|f| {
+            f.request_stream = Some(shared.clone());
+            if let Some(capture) = f.key_capture {
+                keep = capture.keeps_bodies();
+            }
+        });
+        Body::new(RequestTee {
+            inner: body,
+            seen: Some(SeenRequest::default()),
+            shared,
+            max_body_bytes: self.max_body_bytes,
+            keep,
+        })
+    }
+
+    /// A form about to stream through: what its reader sees goes to the record.
+    pub fn form(&self) -> FormSeen {
+        let form = FormSeen::default();
+        self.with(|f| f.form = Some(form.clone()));
+        form
     }
 
     /// The call was forwarded: its attempts and the time its answer's head came.
@@ -89,7 +190,7 @@ impl CallFacts {
     }
 
     fn take(&self) -> Facts {
-        std::mem::take(&mut self.0.lock())
+        std::mem::take(&mut self.facts.lock())
     }
 }
 
@@ -129,7 +230,15 @@ pub(crate) struct Draft {
 impl Draft {
     /// The bodies are dropped (overload): the metadata stays.
     pub fn shed_bodies(&mut self) {
-        if self.facts.request_body.take().is_some() {
+        let form_text = self
+            .facts
+            .form
+            .as_ref()
+            .is_some_and(|form| form.with(|f| !std::mem::take(&mut f.fields).is_empty()));
+        if self.facts.request_body.take().is_some()
+            | self.facts.request_stream.take().is_some()
+            | form_text
+        {
             self.shed.push("request_body");
         }
         if !self.response.kept.is_empty() {
@@ -154,7 +263,7 @@ pub(crate) async fn record_call(
     let uri = request.uri().clone();
     let client = ClientAddress::of(&request);
     let mut request = request;
-    let call = CallFacts::default();
+    let call = CallFacts::new(recorder.max_body_bytes(), recorder.capture().keeps_bodies());
     request.extensions_mut().insert(call.clone());
     let response = next.run(request).await;
     let mut capture = recorder.capture();
@@ -296,6 +405,22 @@ impl RecordBody {
         };
         draft.end_ms = draft.received_ms + self.started.elapsed().as_millis() as u64;
         draft.facts = self.call.take();
+        if let Some(settling) = draft.facts.settling.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // The usage lands in the facts when the measurement ends (a blocking thread's
+            // moment); the record waits for it rather than going without.
+            let call = self.call.clone();
+            let recorder = self.recorder.clone();
+            runtime.spawn(async move {
+                let _ = settling.await;
+                if let Some(usage) = call.take().usage {
+                    draft.facts.usage = Some(usage);
+                }
+                recorder.submit(draft);
+            });
+            return;
+        }
         self.recorder.submit(draft);
     }
 }
@@ -359,5 +484,69 @@ impl Drop for RecordBody {
             draft.cut.get_or_insert("client_gone");
         }
         self.finish();
+    }
+}
+
+/// A request body on its way upstream, its frames kept (up to the bound) for the record and
+/// published to the facts when it ends or is dropped.
+struct RequestTee {
+    inner: Body,
+    /// Taken when published.
+    seen: Option<SeenRequest>,
+    shared: StreamedRequest,
+    max_body_bytes: usize,
+    keep: bool,
+}
+
+impl RequestTee {
+    fn publish(&mut self) {
+        if let Some(seen) = self.seen.take() {
+            *self.shared.0.lock() = seen;
+        }
+    }
+}
+
+impl http_body::Body for RequestTee {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(seen)) = (frame.data_ref(), this.seen.as_mut()) {
+                    seen.bytes += data.len() as u64;
+                    if this.keep && !seen.truncated {
+                        if seen.kept_bytes + data.len() <= this.max_body_bytes {
+                            seen.kept_bytes += data.len();
+                            seen.kept.push(data.clone());
+                        } else {
+                            seen.truncated = true;
+                        }
+                    }
+                }
+            }
+            Poll::Ready(_) => this.publish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestTee {
+    fn drop(&mut self) {
+        self.publish();
     }
 }

@@ -26,5 +26,5 @@ pub mod record;
 pub mod sink;
 pub mod writer;
 
-pub(crate) use call::{CallFacts, record_call};
+pub(crate) use call::{CallFacts, FORM_TEXT_LIMIT, FormSeen, record_call};
 pub use writer::Recorder;

@@ -99,9 +99,15 @@ pub struct Request {
     pub capture: String,
     /// Its size in bytes.
     pub bytes: u64,
-    /// The body as sent (JSON), when captured.
+    /// The body as sent (JSON), when captured; for a multipart form, its text fields.
     pub body: Option<Box<RawValue>>,
-    /// What was sent upstream, when it differs beyond the model's name (masked by safety).
+    /// The model name the answering upstream got in place of the client's, when it differs.
+    pub upstream_model: Option<String>,
+    /// Members the gateway added to the body that went upstream (a stream's
+    /// `stream_options.include_usage`), when it added any.
+    pub upstream_added: Option<Box<RawValue>>,
+    /// What was sent upstream, when it differs beyond `upstream_model` and `upstream_added`
+    /// (content safety's masking, when it lands).
     pub upstream_body: Option<Box<RawValue>>,
 }
 
@@ -217,6 +223,8 @@ mod tests {
                 body: Some(raw(
                     json!({"model": "chat-default", "messages": [], "stream": true}),
                 )),
+                upstream_model: Some("llama".into()),
+                upstream_added: Some(raw(json!({"stream_options": {"include_usage": true}}))),
                 upstream_body: None,
             },
             response: Response {

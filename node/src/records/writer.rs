@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::assemble::StreamAssembler;
-use super::call::Draft;
+use super::call::{Draft, Facts};
 use super::log::{LogSettings, RecordLog};
 use super::record::{
     Attempt, Client, KeyRef, Record, Request, Response, StreamTiming, Timestamps, Usage, VERSION,
@@ -282,6 +282,161 @@ fn usage_of(bytes: &[u8]) -> Option<Usage> {
     usage_from(&serde_json::from_slice::<WithUsage>(bytes).ok()?.usage?)
 }
 
+/// The endpoints whose bodies are relayed as they are, not OpenAI's shapes.
+const PASS_THROUGH: [&str; 3] = ["mcp", "agent", "sandbox"];
+
+/// The members the gateway adds to a stream's body when the client did not set
+/// `stream_options` (chat.rs), so that it can meter the stream.
+const INCLUDE_USAGE: &str = r#"{"stream_options":{"include_usage":true}}"#;
+
+/// A request body as far as it was kept.
+struct KeptBody<'a> {
+    text: std::borrow::Cow<'a, [u8]>,
+    /// Not all of it was kept (`capture: "truncated"`).
+    truncated: bool,
+    /// `text` itself is cut short (so not JSON).
+    cut: bool,
+}
+
+impl<'a> KeptBody<'a> {
+    fn cut(text: std::borrow::Cow<'a, [u8]>, truncated: bool) -> Self {
+        Self {
+            text,
+            truncated,
+            cut: truncated,
+        }
+    }
+}
+
+/// What the client sent, and how it differed upstream.
+fn request_of(facts: &Facts, capture_bodies: bool, max_body_bytes: usize) -> Request {
+    let seen = facts.request_stream.as_ref().map(|s| s.take());
+    let form = facts
+        .form
+        .as_ref()
+        .map(|form| form.with(|f| (f.bytes, std::mem::take(&mut f.fields), f.fields_truncated)));
+    let (bytes, kept) = match (&facts.request_body, seen, form) {
+        (Some(body), ..) => {
+            let truncated = body.len() > max_body_bytes;
+            let kept = &body[..body.len().min(max_body_bytes)];
+            (
+                body.len() as u64,
+                Some(KeptBody::cut(kept.into(), truncated)),
+            )
+        }
+        (None, Some(seen), _) => {
+            let kept = (!seen.kept.is_empty() || seen.bytes == 0 || seen.truncated)
+                .then(|| KeptBody::cut(seen.kept.concat().into(), seen.truncated));
+            (seen.bytes, kept)
+        }
+        (None, None, Some((bytes, fields, truncated))) => {
+            // Whole JSON, whose values may have been cut.
+            let text = form_text(fields).into_bytes().into();
+            (
+                bytes,
+                Some(KeptBody {
+                    text,
+                    truncated,
+                    cut: false,
+                }),
+            )
+        }
+        (None, None, None) => (facts.request_bytes, None),
+    };
+    let (capture, body) = match kept {
+        Some(kept) if capture_bodies && (kept.truncated || !kept.text.is_empty() || bytes == 0) => {
+            (
+                if kept.truncated { "truncated" } else { "full" },
+                (!kept.text.is_empty()).then(|| raw_body(&kept.text, kept.cut)),
+            )
+        }
+        _ => ("metadata", None),
+    };
+    // The answering upstream's model name, when it is not the one the client asked for.
+    let upstream_model = facts
+        .attempts
+        .last()
+        .and_then(|a| a.upstream_model.as_deref())
+        .map(|m| serde_json::from_str::<String>(m).unwrap_or_else(|_| m.to_owned()))
+        .filter(|m| facts.model.as_deref() != Some(m.as_str()));
+    let upstream_added = facts
+        .added_include_usage
+        .then(|| RawValue::from_string(INCLUDE_USAGE.to_owned()).ok())
+        .flatten();
+    Request {
+        capture: capture.into(),
+        bytes,
+        body,
+        upstream_model,
+        upstream_added,
+        upstream_body: None,
+    }
+}
+
+/// A form's text fields as a JSON object; a name sent more than once (`include[]`) holds
+/// the list of its values.
+fn form_text(fields: Vec<(String, String)>) -> String {
+    let mut object = serde_json::Map::new();
+    for (name, value) in fields {
+        match object.get_mut(&name) {
+            None => {
+                object.insert(name, Value::String(value));
+            }
+            Some(Value::Array(values)) => values.push(Value::String(value)),
+            Some(first) => {
+                let first = first.take();
+                object.insert(name, Value::Array(vec![first, Value::String(value)]));
+            }
+        }
+    }
+    Value::Object(object).to_string()
+}
+
+/// A pass-through stream (an MCP server's SSE) as the events the client got, each
+/// `{"event", "data"}` with its data as JSON when it is JSON (JSON-RPC messages), else as text.
+fn events_of(bytes: &[u8], offsets_ms: Vec<u64>) -> (Vec<Value>, StreamTiming) {
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    let mut rest = bytes;
+    while let Ok(end) = crate::sse::event_end(rest) {
+        let mut name = None;
+        let mut data: Vec<&[u8]> = Vec::new();
+        for line in crate::sse::lines(&rest[..end]) {
+            let field = |prefix: &[u8]| {
+                line.strip_prefix(prefix)
+                    .map(|v| v.strip_prefix(b" ").unwrap_or(v))
+            };
+            if let Some(value) = field(b"data:") {
+                data.push(value);
+            } else if let Some(value) = field(b"event:") {
+                name = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+        rest = &rest[end..];
+        if data.is_empty() && name.is_none() {
+            continue;
+        }
+        let data = data.join(&b'\n');
+        let data = match serde_json::from_slice::<Value>(&data) {
+            Ok(value) => value,
+            Err(_) => {
+                if std::str::from_utf8(&data).is_err() {
+                    unreadable += 1;
+                }
+                Value::String(String::from_utf8_lossy(&data).into_owned())
+            }
+        };
+        events.push(serde_json::json!({"event": name, "data": data}));
+    }
+    let timing = StreamTiming {
+        chunks: offsets_ms.len() as u64,
+        offsets_ms,
+        unreadable,
+        done: rest.is_empty() && !bytes.is_empty(),
+    };
+    (events, timing)
+}
+
 /// The record of a call, built off the request path.
 pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
     let Draft {
@@ -300,33 +455,24 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         cut,
         shed,
     } = draft;
-    let request_bytes = facts
-        .request_body
+    let endpoint = endpoint(method.as_str(), uri.path());
+    let request = request_of(&facts, capture_bodies, max_body_bytes);
+    let mut uploads = facts
+        .form
         .as_ref()
-        .map_or(facts.request_bytes, |b| b.len() as u64);
-    let request = match (&facts.request_body, capture_bodies) {
-        (Some(body), true) => {
-            let truncated = body.len() > max_body_bytes;
-            let kept = &body[..body.len().min(max_body_bytes)];
-            Request {
-                capture: if truncated { "truncated" } else { "full" }.into(),
-                bytes: request_bytes,
-                body: Some(raw_body(kept, truncated)),
-                upstream_body: None,
-            }
-        }
-        _ => Request {
-            capture: "metadata".into(),
-            bytes: request_bytes,
-            body: None,
-            upstream_body: None,
-        },
-    };
+        .map(|form| form.with(|f| std::mem::take(&mut f.files)))
+        .unwrap_or_default();
     let response_bytes: Vec<u8> = frames.kept.concat();
     let mut response_usage = None;
     let mut error = None;
     let mut chunks = Vec::new();
-    let (body, stream) = if event_stream {
+    let (body, stream) = if event_stream && PASS_THROUGH.contains(&endpoint.as_str()) {
+        let (events, timing) = events_of(&response_bytes, frames.offsets_ms);
+        let body = (capture_bodies && !response_bytes.is_empty())
+            .then(|| serde_json::value::to_raw_value(&events).ok())
+            .flatten();
+        (body, Some(timing))
+    } else if event_stream {
         let mut assembler = StreamAssembler::default();
         let mut rest: &[u8] = &response_bytes;
         while let Ok(end) = crate::sse::event_end(rest) {
@@ -390,13 +536,21 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         stream,
         raw_chunks: (raw_chunks && event_stream).then_some(chunks),
     };
+    let usage = facts.usage.or(response_usage).unwrap_or_default();
+    if endpoint == "audio.transcriptions" {
+        // The seconds the node metered are those of the `file` part (the answer's `duration`,
+        // else the file's header): no second measurement.
+        for upload in uploads.iter_mut().filter(|u| u.field == "file") {
+            upload.audio_seconds = usage.audio_seconds;
+        }
+    }
     // UUIDv7 from the call's arrival and a thread-local generator (no system call per record).
     let id = uuid::Builder::from_unix_timestamp_millis(received_ms, &rand::random()).into_uuid();
     Record {
         v: VERSION,
         id: id.to_string(),
         node,
-        endpoint: endpoint(method.as_str(), uri.path()),
+        endpoint,
         method: method.as_str().to_owned(),
         path: uri.path().to_owned(),
         timestamps: Timestamps {
@@ -427,9 +581,8 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
         error,
         request,
         response,
-        // Uploads' metadata is not gathered yet (issue 15): always empty.
-        uploads: Vec::new(),
-        usage: facts.usage.or(response_usage).unwrap_or_default(),
+        uploads,
+        usage,
         safety: Vec::new(),
         shed: shed.into_iter().map(str::to_owned).collect(),
         end: cut.unwrap_or("complete").to_owned(),
@@ -438,7 +591,12 @@ pub(crate) fn build(node: u64, max_body_bytes: usize, draft: Draft) -> Record {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::proxy::Tried;
     use crate::records::call::{ClientAddress, Facts, Frames};
 
     fn draft() -> Draft {
@@ -479,5 +637,97 @@ mod tests {
             (0, 1),
             "the one after it is lost, and counted"
         );
+    }
+
+    #[test]
+    fn a_pass_through_stream_is_its_events_with_json_rpc_data_parsed() {
+        let stream = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n\r\n: ping\n\ndata: plain\ndata: text\n\n";
+        let (events, timing) = events_of(stream, vec![0, 5]);
+        assert_eq!(
+            events,
+            [
+                json!({"event": "message", "data": {"jsonrpc": "2.0", "id": 1, "result": {}}}),
+                json!({"event": null, "data": "plain\ntext"}),
+            ]
+        );
+        assert!(timing.done, "it ended at an event's end");
+        let (_, cut) = events_of(&stream[..20], vec![0]);
+        assert!(!cut.done);
+    }
+
+    #[test]
+    fn a_forms_text_fields_are_an_object_and_a_repeated_name_a_list() {
+        let text = form_text(vec![
+            ("model".into(), "whisper".into()),
+            ("include[]".into(), "a".into()),
+            ("include[]".into(), "b".into()),
+            ("include[]".into(), "c".into()),
+        ]);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            json!({"model": "whisper", "include[]": ["a", "b", "c"]})
+        );
+    }
+
+    fn tried(model: &str) -> Tried {
+        Tried {
+            upstream: Arc::from("up"),
+            upstream_model: Some(serde_json::to_string(model).unwrap().into()),
+            status: Some(200),
+            error: None,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_upstream_model_is_the_answering_attempts_when_it_differs() {
+        let mut facts = Facts {
+            model: Some("public".into()),
+            attempts: vec![tried("first"), tried("second")],
+            request_body: Some(Bytes::from_static(br#"{"model":"public"}"#)),
+            added_include_usage: true,
+            ..Facts::default()
+        };
+        let request = request_of(&facts, true, 1 << 20);
+        assert_eq!(request.upstream_model.as_deref(), Some("second"));
+        assert_eq!(request.upstream_added.unwrap().get(), INCLUDE_USAGE);
+        assert_eq!(request.body.unwrap().get(), r#"{"model":"public"}"#);
+        facts.attempts = vec![tried("public")];
+        facts.added_include_usage = false;
+        let request = request_of(&facts, true, 1 << 20);
+        assert_eq!(
+            request.upstream_model, None,
+            "the same name: nothing to add"
+        );
+        assert!(request.upstream_added.is_none());
+    }
+
+    #[test]
+    fn a_forms_text_fields_are_its_body_only_when_bodies_are_captured() {
+        let form = crate::records::FormSeen::default();
+        form.with(|f| {
+            f.bytes = 4096;
+            f.fields = vec![
+                ("model".into(), "whisper".into()),
+                ("prompt".into(), "hi".into()),
+            ];
+        });
+        let facts = Facts {
+            form: Some(form.clone()),
+            ..Facts::default()
+        };
+        let kept = request_of(&facts, true, 1 << 20);
+        assert_eq!(kept.capture, "full");
+        assert_eq!(kept.bytes, 4096);
+        assert_eq!(
+            kept.body.unwrap().get(),
+            r#"{"model":"whisper","prompt":"hi"}"#
+        );
+        form.with(|f| f.fields = vec![("prompt".into(), "secret".into())]);
+        let metadata = request_of(&facts, false, 1 << 20);
+        assert_eq!(metadata.capture, "metadata");
+        assert_eq!(metadata.bytes, 4096);
+        assert!(metadata.body.is_none());
     }
 }
