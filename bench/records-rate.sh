@@ -48,7 +48,7 @@ done
 stream=()
 [ -n "${STREAM:-}" ] && stream=(--stream)
 echo "== $requests calls at c=$concurrency${STREAM:+ (streamed)}${NATS_URL:+, JetStream sink $NATS_URL}"
-"$bin/aigw-bench" load --target "http://127.0.0.1:$api_port" --requests "$requests" \
+"$bin/aigw-bench" load --target "127.0.0.1:$api_port" --requests "$requests" \
   --concurrency "$concurrency" "${stream[@]}"
 sinks="$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$admin_port/admin/v1/records/sinks" || true)"
 echo "== shed and lost: $sinks"
@@ -65,13 +65,18 @@ kill -TERM "$aigw"
 wait "$aigw" || true
 records="$work/data/records"
 lines="$("$bin/aigw" records export --data-dir "$work/data" --format jsonl | wc -lc)"
-on_disk="$(du -sb "$records" --exclude=cursors | cut -f1)"
-python3 - "$lines" "$on_disk" "$requests" <<'EOF'
-import sys
+python3 - "$lines" "$records" "$requests" <<'EOF'
+import os, sys
 count, text_bytes = map(int, sys.argv[1].split())
-on_disk, requests = int(sys.argv[2]), int(sys.argv[3])
+records, requests = sys.argv[2], int(sys.argv[3])
+# A segment is named by the sequence number of its first record; closed ones are .jsonl.zst.
+segments = sorted(f for f in os.listdir(records) if f.endswith((".jsonl", ".jsonl.zst")))
+closed = [f for f in segments if f.endswith(".zst")]
 print(f"== records: {count} of {requests} calls")
 print(f"   as JSON lines: {text_bytes / max(count, 1):,.0f} bytes per call")
-print(f"   on disk (closed segments zstd): {on_disk / max(count, 1):,.0f} bytes per call, {on_disk / 2**20:,.1f} MiB in all")
+if closed:
+    in_closed = int(segments[len(closed)].split(".")[0]) if len(segments) > len(closed) else count
+    size = sum(os.path.getsize(os.path.join(records, f)) for f in closed)
+    print(f"   closed segments (zstd): {size / max(in_closed, 1):,.0f} bytes per call ({in_closed} records)")
 EOF
 ls -la "$records"
