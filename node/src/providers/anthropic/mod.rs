@@ -16,6 +16,8 @@ mod error;
 mod request;
 mod response;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use error::translate_error;
 pub(crate) use request::{MessagesRequest, translate_request};
