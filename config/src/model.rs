@@ -451,7 +451,7 @@ pub struct UpstreamSettings {
     pub kind: UpstreamKind,
     /// `http://` or `https://`, with a host, without a trailing `/`.
     pub base_url: String,
-    /// Sent upstream as `Authorization: Bearer <api_key>`.
+    /// Sent upstream as `Authorization: Bearer <api_key>` (`openai`) or `x-api-key` (`anthropic`).
     pub api_key: Option<Secret>,
     pub timeouts: UpstreamTimeouts,
     pub health: HealthCheckSettings,
@@ -463,6 +463,29 @@ pub struct UpstreamSettings {
 pub enum UpstreamKind {
     /// Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, ...).
     OpenAi,
+    /// Anthropic's Messages API (`POST {base_url}/messages`, `x-api-key`, `anthropic-version`);
+    /// chat completions are translated to it and back.
+    Anthropic,
+}
+
+impl UpstreamKind {
+    /// The kinds' names as written in the settings (`kind = "..."`).
+    pub const NAMES: [&'static str; 2] = ["openai", "anthropic"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "openai" => Some(Self::OpenAi),
+            "anthropic" => Some(Self::Anthropic),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// How long each phase of an upstream request may take; each is greater than zero.

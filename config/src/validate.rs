@@ -898,13 +898,17 @@ impl Validator<'_> {
         };
         let unique = self.unique(&raw.id, &id_key, "upstream id", seen_ids);
 
-        let kind = match raw.kind.value.as_str() {
-            "openai" => Some(UpstreamKind::OpenAi),
-            other => {
+        let kind = match UpstreamKind::from_name(raw.kind.value.as_str()) {
+            Some(kind) => Some(kind),
+            None => {
                 self.report(
                     &raw.kind.span,
                     &format!("{key}.kind"),
-                    format!("unknown upstream kind {other:?}; expected one of: \"openai\""),
+                    format!(
+                        "unknown upstream kind {:?}; expected one of: {}",
+                        raw.kind.value,
+                        UpstreamKind::NAMES.map(|n| format!("{n:?}")).join(", ")
+                    ),
                 );
                 None
             }

@@ -524,17 +524,30 @@ fn duplicate_upstream_id_is_reported_with_the_first_definition() {
 #[test]
 fn invalid_upstream_id_and_kind_are_rejected() {
     let errors = errors(&format!(
-        "{NODE}[[bootstrap.upstreams]]\nid = \"vllm a\"\nkind = \"anthropic\"\nbase_url = \"http://a\"\n"
+        "{NODE}[[bootstrap.upstreams]]\nid = \"vllm a\"\nkind = \"gemini\"\nbase_url = \"http://a\"\n"
     ));
     assert_eq!(
         errors,
         [
             "aigw.toml:5:6: bootstrap.upstreams[0].id: invalid upstream id \"vllm a\"; \
              expected a non-empty id of ASCII letters, digits, '.', '_' and '-'",
-            "aigw.toml:6:8: bootstrap.upstreams[0].kind: unknown upstream kind \"anthropic\"; \
-             expected one of: \"openai\"",
+            "aigw.toml:6:8: bootstrap.upstreams[0].kind: unknown upstream kind \"gemini\"; \
+             expected one of: \"openai\", \"anthropic\"",
         ]
     );
+}
+
+#[test]
+fn the_anthropic_kind_is_accepted() {
+    let config = aigw_config::parse(
+        &format!(
+            "{NODE}[[bootstrap.upstreams]]\nid = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\n"
+        ),
+        "aigw.toml",
+    )
+    .unwrap();
+    let upstream = &config.bootstrap.upstreams[0];
+    assert_eq!(upstream.kind, UpstreamKind::Anthropic);
 }
 
 #[test]

@@ -28,6 +28,7 @@ mod listener;
 mod openai;
 mod passthrough;
 mod peer;
+mod providers;
 mod proxy;
 mod quota;
 pub mod records;

@@ -24,7 +24,22 @@ pub(crate) struct Admitted {
     pub(crate) prepared: Arc<Prepared>,
 }
 
+/// The API whose error shape an injected error takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
 pub(crate) async fn admit(state: &MockState, request: Request) -> Result<Admitted, Response> {
+    admit_as(state, request, Dialect::OpenAi).await
+}
+
+pub(crate) async fn admit_as(
+    state: &MockState,
+    request: Request,
+    dialect: Dialect,
+) -> Result<Admitted, Response> {
     let (n, in_flight) = state.counters.admit();
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -45,10 +60,13 @@ pub(crate) async fn admit(state: &MockState, request: Request) -> Result<Admitte
         tokio::time::sleep(prepared.latency).await;
     }
     if prepared.error_rate > 0.0 && rand::random::<f64>() < prepared.error_rate {
-        return Err(json_response(
-            prepared.error_status,
-            prepared.error_body.clone(),
-        ));
+        let body = match dialect {
+            Dialect::OpenAi => prepared.error_body.clone(),
+            Dialect::Anthropic => {
+                super::anthropic::error_body(prepared.error_status, "injected by aigw-mock")
+            }
+        };
+        return Err(json_response(prepared.error_status, body));
     }
     Ok(Admitted {
         n,

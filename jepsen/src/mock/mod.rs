@@ -2,6 +2,8 @@
 //!
 //! Surface (gateways use base_url `http://host:port/v1`):
 //! - `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`;
+//! - `POST /v1/messages`: Anthropic's Messages API, streaming and not, refusing what
+//!   Anthropic refuses (anthropic.rs), for gateways that translate to it;
 //! - `POST /v1/images/generations`, `POST /v1/audio/transcriptions` (multipart; json, text,
 //!   srt, verbose_json and vtt answers with a duration), `/v1/videos` (create, retrieve,
 //!   content, list, delete; jobs in memory, one status step per retrieve);
@@ -21,6 +23,7 @@
 //!   hung requests and gated streams instead of waiting for them.
 
 mod admission;
+mod anthropic;
 mod audio;
 mod behavior;
 mod chat;

@@ -12,7 +12,7 @@ use http::StatusCode;
 
 use super::error::{ApiError, json_response};
 use super::state::MockState;
-use super::{audio, chat, control, embeddings, images, videos, wire};
+use super::{anthropic, audio, chat, control, embeddings, images, videos, wire};
 
 /// Uploads the mock accepts (the admission reads up to 64 MiB too).
 const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
@@ -20,6 +20,7 @@ const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) fn build(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/images/generations", post(images::generate))
         .route(

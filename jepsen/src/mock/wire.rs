@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub(crate) const CREATED: u64 = 1_700_000_000;
 
 /// The content chunks cycle through these; concatenated they read as a sentence.
-const WORDS: [&str; 12] = [
+pub(crate) const WORDS: [&str; 12] = [
     "Hello",
     " from",
     " the",

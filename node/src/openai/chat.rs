@@ -1,18 +1,27 @@
 //! `POST /v1/chat/completions`, streaming and not.
+//!
+//! An `openai` upstream gets the client's body byte for byte with the model spliced in; an
+//! `anthropic` upstream gets it translated once (providers/anthropic), the first time such a
+//! target is picked, and its answer is translated back before the usage tap sees it, so
+//! metering, quotas and records work on OpenAI's shape for every kind.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use http::HeaderValue;
+use http::header::HeaderName;
 
 use super::auth::Caller;
 use super::body::{RoutingFields, read_limited};
 use super::routed;
 use crate::error::ApiError;
-use crate::proxy;
+use crate::providers::anthropic::{self, MessagesRequest};
+use crate::proxy::{self, UpstreamCall};
 use crate::quota::tap::{TapOptions, Usage, UsageTap};
 use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::usage::{Capability, UsageRecord};
+use aigw_config::UpstreamKind;
 
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -53,18 +62,35 @@ pub(super) async fn create(
     if ask_usage && let Some(call) = &call {
         call.with(|f| f.added_include_usage = true);
     }
-    let forwarded = proxy::forward(
+    // Translated once, when the first target of another kind than `openai` is picked.
+    let mut messages: Option<Result<MessagesRequest, ApiError>> = None;
+    let forwarded = proxy::forward_call(
         &state.proxy,
         &fields.model,
         route,
-        "/chat/completions",
         session,
-        |target| {
-            let spliced = fields.splice_model(&body, &target.model_json);
-            if ask_usage {
-                with_include_usage(&spliced)
-            } else {
-                spliced
+        true,
+        |target| match target.upstream.kind {
+            UpstreamKind::OpenAi => {
+                let spliced = fields.splice_model(&body, &target.model_json);
+                let body = if ask_usage {
+                    with_include_usage(&spliced)
+                } else {
+                    spliced
+                };
+                Some(UpstreamCall::post_json("/chat/completions", body))
+            }
+            UpstreamKind::Anthropic => {
+                let translated = messages.get_or_insert_with(|| {
+                    let default = route
+                        .default_max_tokens
+                        .unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
+                    anthropic::translate_request(&body, default)
+                });
+                // A request this upstream cannot take ends the attempts; it is answered below.
+                let request = translated.as_ref().ok()?;
+                let body = request.body_for(&target.model_json);
+                Some(UpstreamCall::post_json(anthropic::MESSAGES_PATH, body))
             }
         },
     )
@@ -82,6 +108,12 @@ pub(super) async fn create(
         call.forwarded(forwarded.tried);
     }
     let mut response = forwarded.response;
+    if let Some(Err(refused)) = messages.take_if(|m| m.is_err()) {
+        if let Some(admission) = admission {
+            admission.settle(Some(Usage::default()));
+        }
+        return Err(refused);
+    }
     if let Some(admission) = &mut admission {
         response.headers_mut().extend(admission.take_headers());
     }
@@ -92,6 +124,24 @@ pub(super) async fn create(
         }
         return Ok(response);
     }
+    // The usage chunk the client gets stripped: for `openai`, the one the gateway asked for;
+    // an `anthropic` stream always ends with one (its usage always comes), so it is stripped
+    // unless the client asked for it.
+    let mut strip_usage_chunk = ask_usage;
+    if forwarded.kind == Some(UpstreamKind::Anthropic)
+        && let Some(Ok(request)) = &messages
+    {
+        strip_usage_chunk = !request.include_usage;
+        match from_anthropic(response, request, forwarded.upstream.as_deref()).await {
+            Ok(translated) => response = translated,
+            Err(error) => {
+                if let Some(admission) = admission {
+                    admission.settle(Some(Usage::default()));
+                }
+                return Err(error);
+            }
+        }
+    }
     let event_stream = response
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -99,7 +149,7 @@ pub(super) async fn create(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let options = TapOptions {
         event_stream,
-        strip_usage_chunk: ask_usage,
+        strip_usage_chunk,
         counting: route.tokens,
         estimated_input: admission.as_ref().map_or(0, |a| a.estimated_input()),
     };
@@ -124,6 +174,48 @@ pub(super) async fn create(
     let tap = UsageTap::new(body, options, Box::new(settle));
     Ok(Response::from_parts(parts, Body::new(tap)))
 }
+
+/// A successful answer of an `anthropic` upstream in OpenAI's shape: a stream translated as
+/// it arrives, a whole Message read and translated once (502 when it is not one). The
+/// parameters the translation dropped are named in `x-aigw-dropped-params`.
+async fn from_anthropic(
+    response: Response,
+    request: &MessagesRequest,
+    upstream: Option<&str>,
+) -> Result<Response, ApiError> {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (mut parts, body) = response.into_parts();
+    if !request.dropped.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&request.dropped.join(", "))
+    {
+        parts.headers.insert(DROPPED_PARAMS.clone(), value);
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    if request.stream {
+        let body = proxy::translate::translated_stream(body, anthropic::ChunkStream::new(created));
+        return Ok(Response::from_parts(parts, body));
+    }
+    let unreadable = |detail: String| ApiError::UpstreamUnreachable {
+        upstream: upstream.unwrap_or("-").to_owned(),
+        detail,
+    };
+    let whole = proxy::translate::read_whole(body)
+        .await
+        .map_err(|e| unreadable(format!("the answer broke off: {e}")))?;
+    let completion = anthropic::translate_response(&whole, created)
+        .map_err(|why| unreadable(format!("the answer is not an Anthropic Message ({why})")))?;
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(Response::from_parts(parts, Body::from(completion)))
+}
+
+/// Names the request parameters an upstream of another kind had no use for, dropped on the
+/// way (providers/anthropic/request.rs lists them).
+static DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-aigw-dropped-params");
 
 /// `body` (a JSON object) with `"stream_options":{"include_usage":true}` as its first member.
 fn with_include_usage(body: &[u8]) -> bytes::Bytes {

@@ -134,10 +134,8 @@ pub(crate) async fn run_call(
     if let Some(host) = upstream.host() {
         request.headers_mut().insert(header::HOST, host.clone());
     }
-    if let Some(authorization) = upstream.authorization() {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, authorization.clone());
+    for (name, value) in upstream.credentials() {
+        request.headers_mut().insert(name, value.clone());
     }
     let response = match upstream.send(request, deadline).await {
         Ok(response) => response,
@@ -163,10 +161,17 @@ pub(crate) async fn run_call(
             // The upstream is fine; the request is not.
             AttemptResult::Success
         });
-        let body = relay_error(parts.status, incoming, &upstream.id, deadline).await;
+        let (status, body) = relay_error(
+            upstream.kind,
+            parts.status,
+            incoming,
+            &upstream.id,
+            deadline,
+        )
+        .await;
         let error = ApiError::UpstreamAnswered(Box::new(UpstreamAnswer {
             upstream: upstream.id.to_string(),
-            status: parts.status,
+            status,
             body,
             headers,
         }));

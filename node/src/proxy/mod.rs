@@ -15,6 +15,7 @@ mod pick;
 mod probe;
 mod routes;
 pub(crate) mod tap;
+pub(crate) mod translate;
 mod upstream;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use aigw_actors::{
     SessionKey, Sessions, SharedRetryBudget, UpstreamPolicy, UpstreamSpec, Upstreams,
 };
 use aigw_cluster::StateSnapshot;
-use aigw_config::UpstreamId;
+use aigw_config::{UpstreamId, UpstreamKind};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::IntoResponse as _;
@@ -77,6 +78,8 @@ pub(crate) struct Forwarded {
     pub response: Response<Body>,
     /// The upstream of the last attempt, if there was one.
     pub upstream: Option<Arc<str>>,
+    /// The API that upstream speaks: what the answer's body is in.
+    pub kind: Option<UpstreamKind>,
     pub attempts: u32,
     /// Each attempt, in order (for the call's record).
     pub tried: Vec<Tried>,
@@ -267,6 +270,7 @@ fn finish(
     Forwarded {
         response,
         upstream: target.map(|t| Arc::clone(&t.upstream.id)),
+        kind: target.map(|t| t.upstream.kind),
         attempts,
         tried,
     }
@@ -293,14 +297,16 @@ pub(crate) fn endpoints(
     Ok((endpoints, specs))
 }
 
-/// An upstream's error, as OpenAI's error JSON: its own body when it already is one, otherwise
-/// a wrapper that quotes the start of what it said.
+/// An upstream's error, as OpenAI's error JSON with the status the client gets: an `openai`
+/// upstream's own body when it already is one, otherwise a wrapper that quotes the start of
+/// what it said; another kind's error through its adapter.
 async fn relay_error(
+    kind: UpstreamKind,
     status: StatusCode,
     incoming: hyper::body::Incoming,
     upstream: &str,
     deadline: Instant,
-) -> Bytes {
+) -> (StatusCode, Bytes) {
     let collected = tokio::time::timeout_at(
         deadline,
         Limited::new(incoming, MAX_UPSTREAM_ERROR_BODY).collect(),
@@ -310,11 +316,14 @@ async fn relay_error(
         Ok(Ok(body)) => body.to_bytes(),
         _ => Bytes::new(),
     };
+    if kind == UpstreamKind::Anthropic {
+        return crate::providers::anthropic::translate_error(status, &text, upstream);
+    }
     let is_openai_error = serde_json::from_slice::<serde_json::Value>(&text)
         .ok()
         .is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
     if is_openai_error {
-        return text;
+        return (status, text);
     }
     let quoted: String = String::from_utf8_lossy(&text).chars().take(512).collect();
     let message = format!("upstream `{upstream}` answered {status}: {}", quoted.trim());
@@ -323,7 +332,7 @@ async fn relay_error(
     } else {
         "invalid_request_error"
     };
-    error_body(&message, kind, None, "upstream_error")
+    (status, error_body(&message, kind, None, "upstream_error"))
 }
 
 /// The upstream's response headers worth passing on: not hop-by-hop ones (hop.rs, the same

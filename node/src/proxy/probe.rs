@@ -4,7 +4,7 @@
 
 use aigw_actors::{HealthProbe, ProbeFuture};
 use axum::body::Body;
-use http::{HeaderValue, Request, Uri, header};
+use http::{HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Limited};
 
 use super::upstream::HttpsClient;
@@ -14,15 +14,15 @@ const MAX_PROBE_BODY: usize = 256 * 1024;
 
 pub(crate) struct HttpProbe {
     uri: Uri,
-    authorization: Option<HeaderValue>,
+    credentials: Vec<(HeaderName, HeaderValue)>,
     client: HttpsClient,
 }
 
 impl HttpProbe {
-    pub fn new(uri: Uri, authorization: Option<HeaderValue>, client: HttpsClient) -> Self {
+    pub fn new(uri: Uri, credentials: Vec<(HeaderName, HeaderValue)>, client: HttpsClient) -> Self {
         Self {
             uri,
-            authorization,
+            credentials,
             client,
         }
     }
@@ -42,8 +42,8 @@ impl HealthProbe for HttpProbe {
 
     fn probe(&self) -> ProbeFuture {
         let mut request = Request::get(self.uri.clone());
-        if let Some(authorization) = &self.authorization {
-            request = request.header(header::AUTHORIZATION, authorization.clone());
+        for (name, value) in &self.credentials {
+            request = request.header(name, value.clone());
         }
         let request = request.body(Body::empty());
         let client = self.client.clone();

@@ -38,6 +38,8 @@ pub(crate) struct ModelRoute {
     pub tokens: crate::tokens::TokenCounting,
     /// What records of this model's calls keep, when the model says (`[[models]] records`).
     pub capture: Option<aigw_config::Capture>,
+    /// The model's `default_max_tokens`, for upstreams that require `max_tokens`.
+    pub default_max_tokens: Option<u64>,
     /// Sorted by priority, best first; settings order within a priority. At most 64, so a
     /// set of targets fits a `u64` mask.
     pub targets: Vec<RouteTarget>,
@@ -107,6 +109,7 @@ impl RouteTable {
                 strategy: model.strategy,
                 tokens: crate::tokens::TokenCounting::for_model(model),
                 capture: model.records,
+                default_max_tokens: model.default_max_tokens,
                 targets,
                 tiers,
             };

@@ -10,10 +10,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use aigw_config::{UpstreamSettings, UpstreamTimeouts};
+use aigw_config::{UpstreamKind, UpstreamSettings, UpstreamTimeouts};
 use axum::body::Body;
 use futures::TryFutureExt as _;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
@@ -25,8 +25,9 @@ use super::probe::HttpProbe;
 use crate::error::ApiError;
 
 /// The fixed paths requests are forwarded to, whose URIs each endpoint keeps parsed.
-const ROUTED_PATHS: [&str; 5] = [
+const ROUTED_PATHS: [&str; 6] = [
     "/chat/completions",
+    "/messages",
     "/embeddings",
     "/images/generations",
     "/audio/transcriptions",
@@ -48,8 +49,13 @@ pub(crate) struct UpstreamEndpoint {
     /// it equals HTTP/2's `:authority`. Sent prebuilt, or hyper-util formats one per request
     /// (~2,300 instructions).
     host: Option<HeaderValue>,
-    /// `Bearer <api_key>`, marked sensitive so it never shows in a debug dump of headers.
-    authorization: Option<HeaderValue>,
+    /// The API this upstream speaks.
+    pub kind: UpstreamKind,
+    /// The headers every request and probe carries to authenticate (and, for some kinds, to
+    /// name the API version): `Authorization: Bearer <api_key>` for `openai`; `x-api-key` and
+    /// `anthropic-version` for `anthropic`. Secrets are marked sensitive, so they never show
+    /// in a debug dump of headers.
+    credentials: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: UpstreamTimeouts,
     client: HttpsClient,
 }
@@ -65,20 +71,35 @@ impl fmt::Debug for UpstreamEndpoint {
 
 impl UpstreamEndpoint {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
-        let authorization = match &settings.api_key {
-            Some(key) => {
-                let mut value =
-                    HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                        format!(
-                            "upstream `{}`: api_key is not a valid header value",
-                            settings.id
-                        )
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
+        let secret = |text: String| {
+            let mut value = HeaderValue::try_from(text).map_err(|_| {
+                format!(
+                    "upstream `{}`: api_key is not a valid header value",
+                    settings.id
+                )
+            })?;
+            value.set_sensitive(true);
+            Ok::<_, String>(value)
         };
+        let mut credentials = Vec::with_capacity(2);
+        match settings.kind {
+            UpstreamKind::OpenAi => {
+                if let Some(key) = &settings.api_key {
+                    let value = secret(format!("Bearer {}", key.expose()))?;
+                    credentials.push((http::header::AUTHORIZATION, value));
+                }
+            }
+            UpstreamKind::Anthropic => {
+                if let Some(key) = &settings.api_key {
+                    let value = secret(key.expose().to_owned())?;
+                    credentials.push((HeaderName::from_static("x-api-key"), value));
+                }
+                credentials.push((
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(crate::providers::anthropic::API_VERSION),
+                ));
+            }
+        }
         let id_header = HeaderValue::from_str(settings.id.as_str())
             .map_err(|_| format!("upstream `{}`: id is not a valid header value", settings.id))?;
         let base_url = settings.base_url.trim_end_matches('/').to_owned();
@@ -100,7 +121,8 @@ impl UpstreamEndpoint {
             base_url,
             routed_uris,
             host,
-            authorization,
+            kind: settings.kind,
+            credentials,
             timeouts: settings.timeouts.clone(),
             client: build_client(settings.timeouts.connect),
         })
@@ -121,8 +143,9 @@ impl UpstreamEndpoint {
         self.host.as_ref()
     }
 
-    pub fn authorization(&self) -> Option<&HeaderValue> {
-        self.authorization.as_ref()
+    /// The headers that authenticate a request to this upstream.
+    pub fn credentials(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.credentials
     }
 
     /// The active health probe of this upstream, sharing its connection pool. `path` starting
@@ -140,7 +163,7 @@ impl UpstreamEndpoint {
         let uri = url.parse().map_err(|_| self.bad_probe(path))?;
         Ok(HttpProbe::new(
             uri,
-            self.authorization.clone(),
+            self.credentials.clone(),
             self.client.clone(),
         ))
     }
