@@ -19,29 +19,9 @@ const OTHER_KEY: &str = "sk-cluster-other-0002";
 const IDLE_KEY: &str = "sk-cluster-idle-0003";
 
 fn node_config(id: u64, ips: &[IpAddr], mock: &MockServer) -> String {
-    let members: Vec<String> = ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| format!("\"{}@{ip}:7001\"", i + 1))
-        .collect();
-    let ip = ips[id as usize - 1];
     format!(
         r#"
-[node]
-id = {id}
-api_listen = "{ip}:0"
-admin_listen = "{ip}:0"
-cluster_listen = "{ip}:7001"
-
-[cluster]
-name = "test"
-initial_members = [{members}]
-heartbeat = "50ms"
-election_timeout_min = "250ms"
-election_timeout_max = "500ms"
-write_timeout = "2s"
-gossip_interval = "100ms"
-
+{sections}
 [admin]
 token = "{ADMIN_TOKEN}"
 
@@ -70,7 +50,7 @@ secret = "{OTHER_KEY}"
 name = "idle"
 secret = "{IDLE_KEY}"
 "#,
-        members = members.join(", "),
+        sections = cluster_node_sections(id, ips, "test"),
         mock = mock.addr(),
     )
 }
@@ -78,13 +58,8 @@ secret = "{IDLE_KEY}"
 async fn three_nodes(mock: &MockServer) -> Vec<RunningNode> {
     let ips: Vec<IpAddr> = (0..3).map(|_| loopback()).collect();
     let texts: Vec<String> = (1..=3).map(|id| node_config(id, &ips, mock)).collect();
-    // Together: a new cluster needs a quorum before it can apply its bootstrap.
-    let (a, b, c) = tokio::join!(
-        node_with(&texts[0]),
-        node_with(&texts[1]),
-        node_with(&texts[2])
-    );
-    vec![a, b, c]
+    let dirs: Vec<_> = (0..3).map(|_| fresh_data_dir()).collect();
+    start_three(&texts, &dirs).await
 }
 
 fn admin(node: &RunningNode, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

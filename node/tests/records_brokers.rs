@@ -139,28 +139,9 @@ fn node_config(
     kafka: u16,
     topic: &str,
 ) -> String {
-    let members: Vec<String> = ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| format!("\"{}@{ip}:7001\"", i + 1))
-        .collect();
-    let ip = ips[id as usize - 1];
     format!(
         r#"
-[node]
-id = {id}
-api_listen = "{ip}:0"
-admin_listen = "{ip}:0"
-cluster_listen = "{ip}:7001"
-
-[cluster]
-name = "records-brokers"
-initial_members = [{members}]
-heartbeat = "50ms"
-election_timeout_min = "250ms"
-election_timeout_max = "500ms"
-gossip_interval = "100ms"
-
+{sections}
 [admin]
 token = "{ADMIN_TOKEN}"
 
@@ -198,7 +179,7 @@ secret = "{KEY}"
 name = "other"
 secret = "{OTHER_KEY}"
 "#,
-        members = members.join(", "),
+        sections = cluster_node_sections(id, ips, "records-brokers"),
         mock = mock.addr(),
     )
 }
@@ -347,13 +328,7 @@ async fn three_nodes_put_every_record_on_jetstream_and_kafka_across_a_broker_res
     let texts: Vec<String> = (1..=3)
         .map(|id| node_config(id, &ips, &mock, nats_port, kafka_port, &topic))
         .collect();
-    // Together: a new cluster needs a quorum before it can apply its bootstrap.
-    let (a, b, c) = tokio::join!(
-        node_in(&texts[0], &dirs[0]),
-        node_in(&texts[1], &dirs[1]),
-        node_in(&texts[2], &dirs[2])
-    );
-    let nodes = vec![a, b, c];
+    let nodes = start_three(&texts, &dirs).await;
     let received = Arc::new(Mutex::new(Received::default()));
 
     load(&nodes, BEFORE, None, &received).await;

@@ -183,9 +183,7 @@ async fn from_anthropic(
     request: &MessagesRequest,
     upstream: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = aigw_cluster::unix_now();
     let (mut parts, body) = response.into_parts();
     if !request.dropped.is_empty()
         && let Ok(value) = HeaderValue::from_str(&request.dropped.join(", "))

@@ -6,7 +6,7 @@
 use std::collections::BinaryHeap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
@@ -200,10 +200,7 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
             .map_or(0, |d| d.as_millis() as u64));
     }
     if let Ok(ago) = humantime::parse_duration(text) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        return Ok(now.saturating_sub(ago.as_millis() as u64));
+        return Ok(aigw_cluster::unix_now_ms().saturating_sub(ago.as_millis() as u64));
     }
     Err(format!(
         "invalid time {text:?}: expected unix milliseconds, an RFC 3339 time such as \"2026-12-01T00:00:00Z\", or a duration before now such as \"7d\""
@@ -219,10 +216,7 @@ mod tests {
         assert_eq!(parse_time("1767225600000"), Ok(1_767_225_600_000));
         assert_eq!(parse_time("2026-01-01T00:00:00Z"), Ok(1_767_225_600_000));
         let ago = parse_time("1h").unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = aigw_cluster::unix_now_ms();
         assert!(now - ago >= 3_600_000 && now - ago < 3_700_000);
         assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
     }

@@ -239,3 +239,45 @@ pub fn spawn_aigw_at(config: &std::path::Path) -> (std::process::Child, String) 
         .expect("aigw did not report its address");
     (child, addr)
 }
+
+/// The `[node]` and `[cluster]` sections of node `id` (from 1) of a cluster on the loopback
+/// addresses `ips` (one a node, each with an admin listener), with Raft and gossip timings
+/// short enough for tests.
+pub fn cluster_node_sections(id: u64, ips: &[std::net::IpAddr], name: &str) -> String {
+    let members: Vec<String> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| format!("\"{}@{ip}:7001\"", i + 1))
+        .collect();
+    let ip = ips[id as usize - 1];
+    format!(
+        r#"
+[node]
+id = {id}
+api_listen = "{ip}:0"
+admin_listen = "{ip}:0"
+cluster_listen = "{ip}:7001"
+
+[cluster]
+name = "{name}"
+initial_members = [{members}]
+heartbeat = "50ms"
+election_timeout_min = "250ms"
+election_timeout_max = "500ms"
+write_timeout = "2s"
+gossip_interval = "100ms"
+"#,
+        members = members.join(", "),
+    )
+}
+
+/// The three nodes of `texts` on `dirs`, started together: a new cluster needs a quorum
+/// before it can apply its bootstrap.
+pub async fn start_three(texts: &[String], dirs: &[std::path::PathBuf]) -> Vec<RunningNode> {
+    let (a, b, c) = tokio::join!(
+        node_in(&texts[0], &dirs[0]),
+        node_in(&texts[1], &dirs[1]),
+        node_in(&texts[2], &dirs[2])
+    );
+    vec![a, b, c]
+}

@@ -70,18 +70,18 @@ impl ChunkStream {
             return;
         };
         let kind = match name {
-            Some(name) => String::from_utf8_lossy(name).into_owned(),
-            None => data["type"].as_str().unwrap_or_default().to_owned(),
+            Some(name) => name,
+            None => data["type"].as_str().unwrap_or_default().as_bytes(),
         };
-        match kind.as_str() {
-            "message_start" => {
+        match kind {
+            b"message_start" => {
                 let message = &data["message"];
                 self.id = message["id"].clone();
                 self.model = message["model"].clone();
                 self.usage.update(&message["usage"]);
                 self.chunk(out, json!({"role": "assistant", "content": ""}), None);
             }
-            "content_block_start" => {
+            b"content_block_start" => {
                 let block = &data["content_block"];
                 match block["type"].as_str() {
                     Some("text") => {
@@ -105,7 +105,7 @@ impl ChunkStream {
                     _ => {}
                 }
             }
-            "content_block_delta" => {
+            b"content_block_delta" => {
                 let delta = &data["delta"];
                 match delta["type"].as_str() {
                     Some("text_delta") => {
@@ -123,12 +123,12 @@ impl ChunkStream {
                     _ => {}
                 }
             }
-            "message_delta" => {
+            b"message_delta" => {
                 self.usage.update(&data["usage"]);
                 let reason = data["delta"]["stop_reason"].as_str().map(finish_reason);
                 self.chunk(out, json!({}), reason);
             }
-            "message_stop" => {
+            b"message_stop" => {
                 let chunk = json!({
                     "id": self.id,
                     "object": "chat.completion.chunk",
@@ -141,7 +141,7 @@ impl ChunkStream {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.done = true;
             }
-            "error" => {
+            b"error" => {
                 let error = json!({"error": stream_error(&data)});
                 out.extend_from_slice(b"event: error\n");
                 write_data(out, &error);
@@ -181,17 +181,19 @@ impl StreamTranslator for ChunkStream {
         if self.done {
             return out;
         }
-        self.pending.extend_from_slice(bytes);
+        // Taken out while its events are read, so each is handed over without a copy.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(bytes);
         let mut start = 0;
-        while let Ok(end) = sse::event_end(&self.pending[start..]) {
-            let event = self.pending[start..start + end].to_vec();
+        while let Ok(end) = sse::event_end(&pending[start..]) {
+            self.event(&pending[start..start + end], &mut out);
             start += end;
-            self.event(&event, &mut out);
             if self.done {
                 break;
             }
         }
-        self.pending.drain(..start);
+        pending.drain(..start);
+        self.pending = pending;
         out
     }
 
