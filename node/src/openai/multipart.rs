@@ -123,21 +123,16 @@ pub(crate) fn scan(buf: &[u8], boundary: &str) -> Result<(Vec<Part>, bool), &'st
 /// header line, a second `name` or a `name*` (RFC 7578 forbids it; some parsers prefer it).
 fn disposition(headers: &[u8]) -> Result<(String, Option<String>), &'static str> {
     let text = std::str::from_utf8(headers).map_err(|_| "a part's headers are not UTF-8")?;
-    let lines = text.split("\r\n");
-    if lines.clone().any(|line| line.starts_with([' ', '\t'])) {
+    if text.split("\r\n").any(|line| line.starts_with([' ', '\t'])) {
         return Err("a part's header is folded over lines");
     }
-    let mut dispositions = lines.filter(|line| {
-        line.split_once(':')
-            .is_some_and(|(h, _)| h.trim().eq_ignore_ascii_case("content-disposition"))
-    });
-    let line = dispositions
+    let mut dispositions = header_values(text, "content-disposition");
+    let value = dispositions
         .next()
         .ok_or("a part has no Content-Disposition header")?;
     if dispositions.next().is_some() {
         return Err("a part has two Content-Disposition headers");
     }
-    let (_, value) = line.split_once(':').ok_or("bad Content-Disposition")?;
     let mut name = None;
     let mut filename = None;
     // A naive split: a quoted `;` splits a value, which can only add names and be refused.
@@ -777,11 +772,16 @@ impl PartTally {
 /// The `Content-Type` header of a part, as sent.
 fn part_content_type(headers: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(headers).ok()?;
-    text.split("\r\n").find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_owned())
+    header_values(text, "content-type")
+        .next()
+        .map(|value| value.trim().to_owned())
+}
+
+/// The values of a part's header lines named `name` (any case), in order.
+fn header_values<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    text.split("\r\n").filter_map(move |line| {
+        let (header, value) = line.split_once(':')?;
+        header.trim().eq_ignore_ascii_case(name).then_some(value)
     })
 }
 
