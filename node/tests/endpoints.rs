@@ -6,7 +6,10 @@ mod common;
 
 use aigw::RunningNode;
 use aigw_jepsen::mock::MockBehavior;
-use common::{assert_openai_error, client, mock, node_with, url};
+use common::{
+    FORM_BOUNDARY, assert_openai_error, client, mock, multipart_form, node_with, post_form, url,
+    wav_of,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-endpoints-all-0001";
@@ -14,7 +17,7 @@ const OTHER_KEY: &str = "sk-endpoints-other-0002";
 /// Four calls in all, and 40 input tokens.
 const LIMITED_KEY: &str = "sk-endpoints-limited-0003";
 const ADMIN_TOKEN: &str = "admin-token-for-endpoint-tests";
-const BOUNDARY: &str = "aigwTestBoundary7";
+const BOUNDARY: &str = FORM_BOUNDARY;
 
 /// A node in front of `upstreams` (host:port each, tried in priority order) with one model
 /// per capability. `server` is appended to `[server]`.
@@ -82,64 +85,16 @@ async fn post_json_as(node: &RunningNode, key: &str, path: &str, body: Value) ->
 
 /// A multipart/form-data body: text fields, then one file.
 fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in fields {
-        out.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    if let Some((name, filename, bytes)) = file {
-        out.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
-                .as_bytes(),
-        );
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    out
+    let files: Vec<_> = file
+        .into_iter()
+        .map(|(name, filename, bytes)| (name, filename, "application/octet-stream", bytes))
+        .collect();
+    multipart_form(fields, &files)
 }
 
-async fn post_form(node: &RunningNode, key: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
-    client()
-        .post(url(node, path))
-        .bearer_auth(key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A mono 16-bit PCM WAV of `seconds` at 16 kHz.
+/// A mono 16-bit PCM WAV of `seconds` at 16 kHz, silent.
 fn wav(seconds: u32) -> Vec<u8> {
-    let rate: u32 = 16_000;
-    let data_len = seconds * rate * 2;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    for (value, bytes) in [
-        (16u32, 4),
-        (1, 2),
-        (1, 2),
-        (rate, 4),
-        (rate * 2, 4),
-        (2, 2),
-        (16, 2),
-    ] {
-        out.extend_from_slice(&value.to_le_bytes()[..bytes]);
-    }
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.resize(44 + data_len as usize, 0);
-    out
+    wav_of(seconds, &[0])
 }
 
 /// This node's usage row for (key, capability), waiting (bounded) until `ready` holds.

@@ -443,67 +443,12 @@ async fn raw_capture_keeps_a_streams_chunks_as_the_client_received_them() {
     node.shutdown().await;
 }
 
-const BOUNDARY: &str = "recordsBoundary42";
 /// In the uploaded file's bytes, and so never in a record.
 const FILE_MARKER: &[u8] = b"UPLOADED-BYTES-NEVER-RECORDED";
 
-/// A multipart/form-data body: text fields, then files (field, file name, content type, bytes).
-fn form(fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in fields {
-        out.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    for (name, file_name, content_type, bytes) in files {
-        out.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n")
-                .as_bytes(),
-        );
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    out
-}
-
-async fn post_form(node: &RunningNode, path: &str, body: Vec<u8>) -> reqwest::Response {
-    client()
-        .post(url(node, path))
-        .bearer_auth(KEY)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A mono 16-bit PCM WAV of `seconds` at 16 kHz, its samples [`FILE_MARKER`] over and over.
+/// The bytes of an audio upload: silence-free samples made of [`FILE_MARKER`].
 fn wav(seconds: u32) -> Vec<u8> {
-    let rate: u32 = 16_000;
-    let data_len = seconds * rate * 2;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    let samples = FILE_MARKER.iter().copied().cycle().take(data_len as usize);
-    out.extend(samples);
-    out
+    wav_of(seconds, FILE_MARKER)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +463,7 @@ async fn uploads_are_recorded_as_metadata_with_their_hash_and_never_their_bytes(
 
     // An audio transcription answered as `json`: its seconds come from the file's header.
     let audio = wav(3);
-    let body = form(
+    let body = multipart_form(
         &[
             ("model", "chat-default"),
             ("response_format", "json"),
@@ -527,18 +472,18 @@ async fn uploads_are_recorded_as_metadata_with_their_hash_and_never_their_bytes(
         &[("file", "speech.wav", "audio/wav", &audio)],
     );
     let form_bytes = body.len();
-    let response = post_form(&node, "/v1/audio/transcriptions", body).await;
+    let response = post_form(&node, KEY, "/v1/audio/transcriptions", body).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(text.contains(&format!("{} bytes", audio.len())), "{text}");
 
     // A video job with an input reference image.
     let image: Vec<u8> = [b"\x89PNG\r\n".as_slice(), FILE_MARKER].concat();
-    let body = form(
+    let body = multipart_form(
         &[("model", "other-model"), ("prompt", "a calm sea")],
         &[("input_reference", "ref.png", "image/png", &image)],
     );
-    let response = post_form(&node, "/v1/videos", body).await;
+    let response = post_form(&node, KEY, "/v1/videos", body).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 
     let all = records(&node, "", 2).await;

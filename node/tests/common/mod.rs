@@ -281,3 +281,75 @@ pub async fn start_three(texts: &[String], dirs: &[std::path::PathBuf]) -> Vec<R
     );
     vec![a, b, c]
 }
+
+/// The boundary of the multipart bodies [`multipart_form`] writes.
+pub const FORM_BOUNDARY: &str = "aigwTestBoundary7";
+
+/// A multipart/form-data body: text fields, then files (field, file name, content type,
+/// bytes).
+pub fn multipart_form(fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.extend_from_slice(
+            format!(
+                "--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, file_name, content_type, bytes) in files {
+        out.extend_from_slice(
+            format!("--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{FORM_BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+/// `body` (a [`multipart_form`]) POSTed to `path` with `key`.
+pub async fn post_form(
+    node: &RunningNode,
+    key: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    client()
+        .post(url(node, path))
+        .bearer_auth(key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={FORM_BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A mono 16-bit PCM WAV of `seconds` at 16 kHz, its samples `fill` repeated.
+pub fn wav_of(seconds: u32, fill: &[u8]) -> Vec<u8> {
+    let rate: u32 = 16_000;
+    let data_len = seconds * rate * 2;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    for (value, bytes) in [
+        (16u32, 4),
+        (1, 2),
+        (1, 2),
+        (rate, 4),
+        (rate * 2, 4),
+        (2, 2),
+        (16, 2),
+    ] {
+        out.extend_from_slice(&value.to_le_bytes()[..bytes]);
+    }
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.extend(fill.iter().copied().cycle().take(data_len as usize));
+    out
+}
